@@ -19,7 +19,26 @@ from amaranth.lib import data
 
 from .errors import ZeroskipError
 
-__all__ = ["HwParams", "ParamError", "entry_layout", "encode_entry", "decode_entry"]
+__all__ = ["HwParams", "ParamError", "entry_layout", "encode_entry", "decode_entry",
+           "load_layout", "MEM_CFG", "MEM_DESC", "MEM_PTR", "MEM_ENTRY", "MEM_BIAS", "MEM_RQ",
+           "CFG_LAYERS", "CFG_FLAGS", "FLAG_SKIP_ZERO_ACTS", "DESC_IN", "DESC_OUT",
+           "DESC_PTR_BASE", "DESC_ROW_BASE", "DESC_FLAGS", "DESC_FIELDS", "LDESC_REQUANT"]
+
+# Load commands: one write of 32-bit ``data`` into memory ``mem`` of PE ``pe`` at ``addr``.
+MEM_CFG = 0     # global registers (pe ignored): addr CFG_LAYERS, CFG_FLAGS
+MEM_DESC = 1    # layer descriptors (pe ignored): addr = layer * DESC_FIELDS + field
+MEM_PTR = 2     # per-PE column pointers (absolute entry addresses)
+MEM_ENTRY = 3   # per-PE relative-index entries
+MEM_BIAS = 4    # per-PE bias, one per local row (all layers stacked)
+MEM_RQ = 5      # per-PE requantization: data = mult | shift << 16
+
+CFG_LAYERS = 0
+CFG_FLAGS = 1
+FLAG_SKIP_ZERO_ACTS = 1
+
+DESC_FIELDS = 8
+DESC_IN, DESC_OUT, DESC_PTR_BASE, DESC_ROW_BASE, DESC_FLAGS = range(5)
+LDESC_REQUANT = 1
 
 
 class ParamError(ZeroskipError, ValueError):
@@ -142,3 +161,15 @@ def decode_entry(params: HwParams, bits: int) -> tuple[int, int]:
     if w >> (params.weight_bits - 1):
         w -= 1 << params.weight_bits
     return (bits >> params.weight_bits) & params.max_delta, w
+
+
+def load_layout(params: HwParams) -> data.StructLayout:
+    """Layout of one load command (the ``load`` stream of the accelerator)."""
+    addr_bits = max(params.entry_addr_bits, params.ptr_addr_bits, params.row_addr_bits,
+                    _bits_for(params.max_layers * DESC_FIELDS), 2)
+    return data.StructLayout({
+        "data": unsigned(32),
+        "addr": unsigned(addr_bits),
+        "pe": unsigned(max(1, (params.pes - 1).bit_length())),
+        "mem": unsigned(3),
+    })

@@ -1,0 +1,333 @@
+"""The sparse-skipping accelerator for stacks of fully-connected layers.
+
+Data flow for one inference (see ``docs/hardware.md``)::
+
+    act_in ─► activation buffer A (P banks) ─► scanner ─► per-PE queues ─► PEs ─► finalize
+                                              (skips zero activations)           │
+              activation buffer B ◄──────────────────────────────────────────────┘
+              ... layer after layer, A and B swapping roles ...
+    output layer ─► accumulators ─► read-out ─► result
+
+Activation ``j`` of a buffer is in bank ``j % pes`` at address ``j // pes``; output row ``r`` is
+finalized by PE ``r % pes`` into its own bank at ``r // pes``, so every PE writes its results in
+parallel and the next layer reads them in column order.
+
+Every interface is an ``amaranth.lib.stream`` with valid/ready; none assumes the other side is
+always ready.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import fifo, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..sw.params import (
+    CFG_FLAGS,
+    CFG_LAYERS,
+    DESC_FIELDS,
+    DESC_FLAGS,
+    DESC_IN,
+    DESC_OUT,
+    DESC_PTR_BASE,
+    DESC_ROW_BASE,
+    FLAG_SKIP_ZERO_ACTS,
+    LDESC_REQUANT,
+    MEM_CFG,
+    MEM_DESC,
+    HwParams,
+    load_layout,
+)
+from .pe import PE, bank_depth, col_layout
+
+__all__ = ["Accelerator"]
+
+
+class Accelerator(wiring.Component):
+    """A parametric array of sparse-skipping PEs running a stack of FC layers.
+
+    Parameters
+    ----------
+    params : :class:`~zeroskip.sw.params.HwParams`
+    counter_width : width of the performance counters (they saturate at the top).
+
+    Members
+    -------
+    load : ``In(stream.Signature(load_layout(params)))``
+        Model load: one memory write per transfer (accepted only while idle).
+    act_in : ``In(stream.Signature(8))``
+        The input vector's uint8 codes, in order; the run starts after the last one.
+    result : ``Out(stream.Signature(signed(32)))``
+        The output layer's values in row order (int32 logits, or uint8 codes zero-extended).
+    busy : ``Out(1)``
+        A run is in progress (from the first input to the last result).
+    cycles, useful_macs, entries, skipped_acts : ``Out(counter_width)``
+        Counters of the last run: compute cycles (after the input is in, until the results are
+        ready to stream), multiply-accumulates with both operands nonzero, entries issued
+        (fillers and zero weights included), zero activations the scanner skipped.
+    pe_busy, pe_stall : ``Out(counter_width).array(pes)``
+        Per PE: cycles issuing an entry; cycles its full queue held back the broadcast.
+    """
+
+    def __init__(self, params: HwParams, counter_width: int = 32):
+        if not isinstance(params, HwParams):
+            raise TypeError(f"params must be HwParams, not {params!r}")
+        if not isinstance(counter_width, int) or not 8 <= counter_width <= 48:
+            raise ValueError(f"counter_width must be an integer in 8..48, not {counter_width!r}")
+        self.params = params
+        self.counter_width = counter_width
+        super().__init__({
+            "load": In(stream.Signature(load_layout(params))),
+            "act_in": In(stream.Signature(8)),
+            "result": Out(stream.Signature(signed(32))),
+            "busy": Out(1),
+            "cycles": Out(counter_width),
+            "useful_macs": Out(counter_width),
+            "entries": Out(counter_width),
+            "skipped_acts": Out(counter_width),
+            "pe_busy": Out(counter_width).array(params.pes),
+            "pe_stall": Out(counter_width).array(params.pes),
+        })
+
+    def elaborate(self, platform):
+        p = self.params
+        P = p.pes
+        m = Module()
+        bdepth = bank_depth(p)
+        bbits = max(1, (bdepth - 1).bit_length())
+        pbits = max(1, (P - 1).bit_length())
+        abits = p.act_addr_bits
+        lbits = max(1, (p.max_layers - 1).bit_length())
+
+        pes = [PE(p, i) for i in range(P)]
+        fifos = [fifo.SyncFIFOBuffered(width=col_layout(p).size, depth=p.fifo_depth)
+                 for _ in range(P)]
+        for i, (pe, f) in enumerate(zip(pes, fifos)):
+            m.submodules[f"pe{i}"] = pe
+            m.submodules[f"fifo{i}"] = f
+            m.d.comb += [pe.col.payload.eq(f.r_stream.payload), pe.col.valid.eq(f.r_stream.valid),
+                         f.r_stream.ready.eq(pe.col.ready)]
+
+        # ---- configuration and layer descriptors
+        n_layers = Signal(lbits + 1)
+        skip_zero = Signal(init=1)
+        desc_shapes = {DESC_IN: abits, DESC_OUT: abits, DESC_PTR_BASE: p.ptr_addr_bits,
+                       DESC_ROW_BASE: p.row_addr_bits, DESC_FLAGS: 1}
+        desc_rd = {}
+        layer = Signal(lbits)
+        ld = self.load.payload
+        for field, width in desc_shapes.items():
+            mem = Memory(shape=unsigned(width), depth=p.max_layers, init=[])
+            m.submodules[f"desc{field}"] = mem
+            wp = mem.write_port()
+            rp = mem.read_port()
+            m.d.comb += [wp.addr.eq(ld.addr[3:]), wp.data.eq(ld.data[:width]),
+                         wp.en.eq(self.load.valid & self.load.ready & (ld.mem == MEM_DESC)
+                                  & (ld.addr[:3] == field)),
+                         rp.addr.eq(layer)]
+            desc_rd[field] = rp.data
+        assert DESC_FIELDS == 8
+
+        idle = Signal()
+        m.d.comb += self.load.ready.eq(idle)
+        with m.If(self.load.valid & self.load.ready & (ld.mem == MEM_CFG)):
+            with m.If(ld.addr == CFG_LAYERS):
+                m.d.sync += n_layers.eq(ld.data)
+            with m.If(ld.addr == CFG_FLAGS):
+                m.d.sync += skip_zero.eq(ld.data[0] & FLAG_SKIP_ZERO_ACTS)
+        for i, pe in enumerate(pes):
+            m.d.comb += [pe.ld_mem.eq(ld.mem), pe.ld_addr.eq(ld.addr), pe.ld_data.eq(ld.data),
+                         pe.ld_en.eq(self.load.valid & self.load.ready & (ld.pe == i))]
+
+        # ---- activation buffers: 2 x P banks
+        buf = Signal()              # buffer the current layer reads
+        banks = [[Memory(shape=unsigned(8), depth=bdepth, init=[]) for _ in range(P)]
+                 for _ in range(2)]
+        bank_wp = [[None] * P for _ in range(2)]
+        bank_rp = [[None] * P for _ in range(2)]
+        for b in range(2):
+            for i in range(P):
+                m.submodules[f"act{b}_{i}"] = banks[b][i]
+                bank_wp[b][i] = banks[b][i].write_port()
+                bank_rp[b][i] = banks[b][i].read_port()
+
+        # ---- layer registers
+        in_f = Signal(abits)
+        out_f = Signal(abits)
+        ptr_base = Signal(p.ptr_addr_bits)
+        row_base = Signal(p.row_addr_bits)
+        requant = Signal()
+        last = Signal()
+
+        # ---- input loader (buffer 0)
+        ld_bank = Signal(pbits)
+        ld_addr = Signal(bbits)
+        ld_count = Signal(abits)
+        in_take = Signal()
+        m.d.comb += in_take.eq(self.act_in.valid & self.act_in.ready)
+
+        # ---- scanner
+        sc_j = Signal(abits)
+        sc_bank = Signal(pbits)
+        sc_addr = Signal(bbits)
+        sc_ptr = Signal(p.ptr_addr_bits)
+        sv = Signal()
+        sv_bank = Signal(pbits)
+        sv_ptr = Signal(p.ptr_addr_bits)
+        scanning = Signal()
+        sc_act = Signal(8)
+        sc_drop = Signal()
+        all_ready = Signal()
+        sc_take = Signal()
+        sc_adv = Signal()
+        m.d.comb += [
+            sc_act.eq(Array(Mux(buf, bank_rp[1][i].data, bank_rp[0][i].data)
+                            for i in range(P))[sv_bank]),
+            sc_drop.eq(skip_zero & (sc_act == 0)),
+            all_ready.eq(Cat(f.w_stream.ready for f in fifos).all()),
+            sc_take.eq(sv & (sc_drop | all_ready)),
+            sc_adv.eq(~sv | sc_take),
+        ]
+        for b in range(2):
+            for i in range(P):
+                m.d.comb += [bank_rp[b][i].addr.eq(sc_addr), bank_rp[b][i].en.eq(sc_adv)]
+        for f in fifos:
+            m.d.comb += [f.w_stream.valid.eq(sv & ~sc_drop & all_ready),
+                         f.w_stream.payload.eq(Cat(sv_ptr, sc_act))]
+        with m.If(scanning & sc_adv):
+            with m.If(sc_j != in_f):
+                m.d.sync += [sv.eq(1), sv_bank.eq(sc_bank), sv_ptr.eq(sc_ptr),
+                             sc_j.eq(sc_j + 1), sc_ptr.eq(sc_ptr + 1)]
+                with m.If(sc_bank == P - 1):
+                    m.d.sync += [sc_bank.eq(0), sc_addr.eq(sc_addr + 1)]
+                with m.Else():
+                    m.d.sync += sc_bank.eq(sc_bank + 1)
+            with m.Else():
+                m.d.sync += sv.eq(0)
+
+        # ---- finalization writes into the other buffer
+        for i, pe in enumerate(pes):
+            for b in range(2):
+                wp = bank_wp[b][i]
+                with m.If(pe.out_en):
+                    m.d.comb += [wp.addr.eq(pe.out_addr), wp.data.eq(pe.out_data),
+                                 wp.en.eq(buf != b)]
+                if b == 0:
+                    with m.Elif(in_take & (ld_bank == i)):
+                        m.d.comb += [wp.addr.eq(ld_addr), wp.data.eq(self.act_in.payload),
+                                     wp.en.eq(1)]
+            m.d.comb += [pe.fin_out.eq(out_f), pe.fin_row_base.eq(row_base),
+                         pe.fin_requant.eq(requant), pe.fin_last.eq(last)]
+        fin_start = Signal()
+        for pe in pes:
+            m.d.comb += pe.fin_start.eq(fin_start)
+        all_idle = Signal()
+        m.d.comb += all_idle.eq(Cat(pe.idle for pe in pes).all()
+                                & Cat(f.level == 0 for f in fifos).all())
+        all_fin_done = Signal()
+        m.d.comb += all_fin_done.eq(Cat(pe.fin_done for pe in pes).all())
+
+        # ---- read-out
+        ro_r = Signal(abits)
+        ro_bank = Signal(pbits)
+        ro_addr = Signal(bbits)
+        rv = Signal()
+        rv_bank = Signal(pbits)
+        rv_addr = Signal(bbits)
+        reading = Signal()
+        ro_adv = Signal()
+        m.d.comb += ro_adv.eq(~rv | self.result.ready)
+        m.d.comb += [self.result.valid.eq(rv),
+                     self.result.payload.eq(Array(pe.ro_data for pe in pes)[rv_bank])]
+        for i, pe in enumerate(pes):
+            m.d.comb += [pe.ro_sel.eq(reading), pe.ro_addr.eq(ro_addr), pe.ro_en.eq(ro_adv),
+                         pe.ro_clr_en.eq(rv & self.result.ready & (rv_bank == i)),
+                         pe.ro_clr_addr.eq(rv_addr)]
+        with m.If(reading & ro_adv):
+            with m.If(ro_r != out_f):
+                m.d.sync += [rv.eq(1), rv_bank.eq(ro_bank), rv_addr.eq(ro_addr),
+                             ro_r.eq(ro_r + 1)]
+                with m.If(ro_bank == P - 1):
+                    m.d.sync += [ro_bank.eq(0), ro_addr.eq(ro_addr + 1)]
+                with m.Else():
+                    m.d.sync += ro_bank.eq(ro_bank + 1)
+            with m.Else():
+                m.d.sync += rv.eq(0)
+
+        # ---- counters
+        cw = self.counter_width
+        counting = Signal()
+        clear = Signal()
+
+        def count(counter, inc):
+            with m.If(clear):
+                m.d.sync += counter.eq(0)
+            with m.Elif(counting & (counter != (1 << cw) - 1)):
+                m.d.sync += counter.eq(counter + inc)
+
+        count(self.cycles, 1)
+        count(self.useful_macs, sum(pe.useful for pe in pes))
+        count(self.entries, sum(pe.issue for pe in pes))
+        count(self.skipped_acts, sv & sc_drop)
+        for i, pe in enumerate(pes):
+            count(self.pe_busy[i], pe.issue)
+            count(self.pe_stall[i], sv & ~sc_drop & ~fifos[i].w_stream.ready)
+
+        # ---- sequencer
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += [idle.eq(ld_count == 0),
+                             self.act_in.ready.eq(n_layers != 0)]
+                m.d.comb += self.busy.eq(ld_count != 0)
+                # layer 0's descriptor is on the read ports (layer == 0 while idle)
+                with m.If(in_take):
+                    with m.If(ld_count == 0):
+                        m.d.comb += clear.eq(1)
+                    with m.If(ld_bank == P - 1):
+                        m.d.sync += [ld_bank.eq(0), ld_addr.eq(ld_addr + 1)]
+                    with m.Else():
+                        m.d.sync += ld_bank.eq(ld_bank + 1)
+                    m.d.sync += ld_count.eq(ld_count + 1)
+                    with m.If(ld_count + 1 == desc_rd[DESC_IN]):
+                        m.d.sync += [ld_count.eq(0), ld_bank.eq(0), ld_addr.eq(0),
+                                     buf.eq(0)]
+                        m.next = "DESC"
+            with m.State("DESC"):
+                m.d.comb += [self.busy.eq(1), counting.eq(1)]
+                m.d.sync += [in_f.eq(desc_rd[DESC_IN]), out_f.eq(desc_rd[DESC_OUT]),
+                             ptr_base.eq(desc_rd[DESC_PTR_BASE]),
+                             row_base.eq(desc_rd[DESC_ROW_BASE]),
+                             requant.eq(desc_rd[DESC_FLAGS][0] & LDESC_REQUANT),
+                             last.eq(layer + 1 == n_layers),
+                             sc_j.eq(0), sc_bank.eq(0), sc_addr.eq(0),
+                             sc_ptr.eq(desc_rd[DESC_PTR_BASE])]
+                m.next = "SCAN"
+            with m.State("SCAN"):
+                m.d.comb += [self.busy.eq(1), counting.eq(1), scanning.eq(1)]
+                with m.If((sc_j == in_f) & ~sv & all_idle):
+                    m.d.comb += fin_start.eq(1)
+                    m.next = "FINAL"
+            with m.State("FINAL"):
+                m.d.comb += [self.busy.eq(1), counting.eq(1)]
+                with m.If(all_fin_done):
+                    with m.If(last):
+                        m.d.sync += [ro_r.eq(0), ro_bank.eq(0), ro_addr.eq(0)]
+                        m.next = "READOUT"
+                    with m.Else():
+                        m.d.sync += [layer.eq(layer + 1), buf.eq(~buf)]
+                        m.next = "DESC_WAIT"
+            with m.State("DESC_WAIT"):
+                # the descriptor read port needs one cycle for the new layer index
+                m.d.comb += [self.busy.eq(1), counting.eq(1)]
+                m.next = "DESC"
+            with m.State("READOUT"):
+                m.d.comb += [self.busy.eq(1), reading.eq(1)]
+                with m.If((ro_r == out_f) & (~rv | self.result.ready)):
+                    m.d.sync += [layer.eq(0), rv.eq(0)]
+                    m.next = "IDLE_WAIT"
+            with m.State("IDLE_WAIT"):
+                # layer 0's descriptor reaches the read ports again
+                m.d.comb += self.busy.eq(1)
+                m.next = "IDLE"
+        return m

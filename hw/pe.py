@@ -1,0 +1,281 @@
+"""One processing element of the sparse-skipping array (EIE-style).
+
+A PE owns the output rows ``r`` with ``r % pes == index`` of every layer. It takes nonzero
+activations ``(ptr, a)`` from its queue (``ptr`` is the address of the column's pointer pair),
+streams the column's relative-index entries, and does one multiply-accumulate per cycle into its
+local accumulators. After the last column of a layer it finalizes its rows: adds the bias,
+requantizes (or keeps the int32 sum for the output layer) and writes the result.
+
+Pipeline (one entry per cycle, no bubbles between columns)::
+
+    S1  pointer fetch    ptr[j], ptr[j+1] read; empty columns are dropped here
+    S2  entry issue      entry address = the current column's next entry, or the next column's first
+    S3  decode           row = delta (first of column) or row + delta + 1; acc[row] read; w * a
+    S4  accumulate       acc[row] += w * a (the read port is transparent: back-to-back hits on one
+                         row across a column boundary see the new value)
+
+Finalization pipeline (one row per cycle): F0 read acc/bias/rq, F1 sum = acc + bias (clear acc),
+F2 product = sum * M, F3 round, shift, clamp, F4 write (activation bank, or acc for the output
+layer, which the read-out then streams and clears).
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..sw.params import MEM_BIAS, MEM_ENTRY, MEM_PTR, MEM_RQ, HwParams, entry_layout
+
+__all__ = ["PE", "col_layout", "bank_depth"]
+
+
+def bank_depth(params: HwParams) -> int:
+    """Rows of one layer a PE holds (and the depth of one activation bank)."""
+    return (params.act_depth + params.pes - 1) // params.pes
+
+
+def col_layout(params: HwParams) -> data.StructLayout:
+    """A queued activation: the address of its column's pointer pair and its value."""
+    return data.StructLayout({"ptr": unsigned(params.ptr_addr_bits), "act": unsigned(8)})
+
+
+class PE(wiring.Component):
+    """A processing element.
+
+    Parameters
+    ----------
+    params : :class:`~zeroskip.sw.params.HwParams`
+    index : which PE this is (``0 <= index < params.pes``).
+
+    Members
+    -------
+    col : ``In(stream.Signature(col_layout))``
+        Nonzero activations of the current layer, in column order.
+    ld_mem, ld_addr, ld_data, ld_en : In
+        Memory writes of the model load (``MEM_PTR``, ``MEM_ENTRY``, ``MEM_BIAS``, ``MEM_RQ``).
+    idle : Out(1)
+        No column queued or in flight (the queue itself is outside, see ``Accelerator``).
+    fin_start, fin_out, fin_row_base, fin_requant, fin_last : In
+        Start finalizing a layer with ``fin_out`` rows whose bias/rq words start at
+        ``fin_row_base``; ``fin_last`` keeps the results in the accumulators for the read-out.
+    fin_done : Out(1)
+        No finalization running.
+    out_addr, out_data, out_en : Out
+        Writes of requantized activations into this PE's bank of the next activation buffer.
+    ro_sel, ro_addr, ro_en, ro_data, ro_clr_en, ro_clr_addr
+        Read-out of the output layer's results (and clearing of the accumulators behind it).
+    issue, useful : Out(1)
+        This cycle an entry was issued / a useful MAC (weight and activation nonzero) was done.
+    """
+
+    def __init__(self, params: HwParams, index: int):
+        if not isinstance(params, HwParams):
+            raise TypeError(f"params must be HwParams, not {params!r}")
+        if not 0 <= index < params.pes:
+            raise ValueError(f"PE index must be in 0..{params.pes - 1}, not {index!r}")
+        self.params, self.index = params, index
+        self.rows = bank_depth(params)
+        row_bits = max(1, (self.rows - 1).bit_length())
+        self.row_bits = row_bits
+        super().__init__({
+            "col": In(stream.Signature(col_layout(params))),
+            "ld_mem": In(3),
+            "ld_addr": In(max(params.entry_addr_bits, params.ptr_addr_bits,
+                              params.row_addr_bits)),
+            "ld_data": In(32),
+            "ld_en": In(1),
+            "idle": Out(1),
+            "fin_start": In(1),
+            "fin_out": In(params.act_addr_bits),
+            "fin_row_base": In(params.row_addr_bits),
+            "fin_requant": In(1),
+            "fin_last": In(1),
+            "fin_done": Out(1),
+            "out_addr": Out(row_bits),
+            "out_data": Out(8),
+            "out_en": Out(1),
+            "ro_sel": In(1),
+            "ro_addr": In(row_bits),
+            "ro_en": In(1),
+            "ro_data": Out(signed(params.acc_width)),
+            "ro_clr_en": In(1),
+            "ro_clr_addr": In(row_bits),
+            "issue": Out(1),
+            "useful": Out(1),
+        })
+
+    def elaborate(self, platform):
+        p = self.params
+        m = Module()
+        elay = entry_layout(p)
+        acc_shape = signed(p.acc_width)
+
+        # ---- memories
+        m.submodules.ptr_mem = ptr_mem = Memory(shape=unsigned(p.entry_addr_bits),
+                                                depth=p.ptr_depth, init=[])
+        m.submodules.entry_mem = entry_mem = Memory(shape=unsigned(p.entry_bits),
+                                                    depth=p.entry_depth, init=[])
+        m.submodules.bias_mem = bias_mem = Memory(shape=acc_shape, depth=p.row_depth, init=[])
+        m.submodules.rq_mem = rq_mem = Memory(shape=unsigned(p.mult_bits + p.shift_bits),
+                                              depth=p.row_depth, init=[])
+        m.submodules.acc_mem = acc_mem = Memory(shape=acc_shape, depth=self.rows, init=[])
+
+        for mem, code, width in ((ptr_mem, MEM_PTR, p.entry_addr_bits),
+                                 (entry_mem, MEM_ENTRY, p.entry_bits),
+                                 (bias_mem, MEM_BIAS, p.acc_width)):
+            wp = mem.write_port()
+            m.d.comb += [wp.addr.eq(self.ld_addr), wp.data.eq(self.ld_data[:width]),
+                         wp.en.eq(self.ld_en & (self.ld_mem == code))]
+        rq_wp = rq_mem.write_port()
+        m.d.comb += [rq_wp.addr.eq(self.ld_addr),
+                     rq_wp.data[:p.mult_bits].eq(self.ld_data[:p.mult_bits]),
+                     rq_wp.data[p.mult_bits:].eq(self.ld_data[16:16 + p.shift_bits]),
+                     rq_wp.en.eq(self.ld_en & (self.ld_mem == MEM_RQ))]
+
+        ptr0 = ptr_mem.read_port()
+        ptr1 = ptr_mem.read_port()
+        ent = entry_mem.read_port()
+        acc_wp = acc_mem.write_port()
+        acc_rp = acc_mem.read_port(transparent_for=(acc_wp,))
+        bias_rp = bias_mem.read_port()
+        rq_rp = rq_mem.read_port()
+
+        # ---- S1: pointer fetch
+        s1_valid = Signal()
+        s1_act = Signal(8)
+        s2_cur = Signal(p.entry_addr_bits)
+        s2_end = Signal(p.entry_addr_bits)
+        s2_act = Signal(8)
+        s2_has = Signal()
+        s1_empty = Signal()
+        s2_take = Signal()
+        s1_free = Signal()
+        m.d.comb += [
+            s2_has.eq(s2_cur != s2_end),
+            s1_empty.eq(ptr0.data == ptr1.data),
+            s2_take.eq(s1_valid & ~s1_empty & ~s2_has),
+            s1_free.eq(~s1_valid | s1_empty | s2_take),
+            self.col.ready.eq(s1_free),
+            ptr0.addr.eq(self.col.payload.ptr),
+            ptr1.addr.eq(self.col.payload.ptr + 1),
+            ptr0.en.eq(s1_free),
+            ptr1.en.eq(s1_free),
+        ]
+        with m.If(s1_free):
+            m.d.sync += [s1_valid.eq(self.col.valid), s1_act.eq(self.col.payload.act)]
+
+        # ---- S2: entry issue
+        v3 = Signal()
+        a3 = Signal(8)
+        first3 = Signal()
+        m.d.comb += ent.addr.eq(Mux(s2_has, s2_cur, ptr0.data))
+        with m.If(s2_has):
+            m.d.sync += s2_cur.eq(s2_cur + 1)
+        with m.Elif(s2_take):
+            m.d.sync += [s2_cur.eq(ptr0.data + 1), s2_end.eq(ptr1.data), s2_act.eq(s1_act)]
+        m.d.sync += [v3.eq(s2_has | s2_take), a3.eq(Mux(s2_has, s2_act, s1_act)),
+                     first3.eq(s2_take)]
+        m.d.comb += self.issue.eq(s2_has | s2_take)
+
+        # ---- S3: decode, accumulator read, multiply
+        e = data.View(elay, ent.data)
+        row_q = Signal(self.row_bits)
+        row = Signal(self.row_bits)
+        m.d.comb += row.eq(Mux(first3, e.delta, row_q + e.delta + 1))
+        with m.If(v3):
+            m.d.sync += row_q.eq(row)
+        v4 = Signal()
+        row4 = Signal(self.row_bits)
+        prod4 = Signal(signed(p.weight_bits + 9))
+        m.d.sync += [v4.eq(v3), row4.eq(row), prod4.eq(e.weight * a3)]
+        m.d.comb += self.useful.eq(v3 & (e.weight != 0) & (a3 != 0))
+
+        # ---- S4: accumulate (write port shared with finalization and read-out, see below)
+        m.d.comb += self.idle.eq(~s1_valid & ~s2_has & ~v3 & ~v4)
+
+        # ---- finalization
+        fin_active = Signal()
+        fin_l = Signal(self.row_bits)
+        fin_r = Signal(p.act_addr_bits + 1)
+        fin_out = Signal(p.act_addr_bits)
+        fin_base = Signal(p.row_addr_bits)
+        fin_requant = Signal()
+        fin_last = Signal()
+        with m.If(self.fin_start):
+            m.d.sync += [fin_l.eq(0), fin_r.eq(self.index), fin_out.eq(self.fin_out),
+                         fin_base.eq(self.fin_row_base), fin_requant.eq(self.fin_requant),
+                         fin_last.eq(self.fin_last),
+                         fin_active.eq(self.index < self.fin_out)]
+        with m.Elif(fin_active):
+            m.d.sync += [fin_l.eq(fin_l + 1), fin_r.eq(fin_r + p.pes)]
+            with m.If(fin_r + p.pes >= fin_out):
+                m.d.sync += fin_active.eq(0)
+
+        m.d.comb += [bias_rp.addr.eq(fin_base + fin_l), rq_rp.addr.eq(fin_base + fin_l)]
+        # F1
+        fv1 = Signal()
+        l1 = Signal(self.row_bits)
+        m.d.sync += [fv1.eq(fin_active & ~self.fin_start), l1.eq(fin_l)]
+        sum1 = Signal(acc_shape)
+        m.d.comb += sum1.eq(acc_rp.data + bias_rp.data)
+        mult1 = rq_rp.data[:p.mult_bits]
+        shift1 = rq_rp.data[p.mult_bits:]
+        # F2
+        fv2, l2 = Signal(), Signal(self.row_bits)
+        sum2 = Signal(acc_shape)
+        mult2 = Signal(p.mult_bits)
+        shift2 = Signal(p.shift_bits)
+        m.d.sync += [fv2.eq(fv1), l2.eq(l1), sum2.eq(sum1), mult2.eq(mult1), shift2.eq(shift1)]
+        # F3
+        fv3, l3 = Signal(), Signal(self.row_bits)
+        sum3 = Signal(acc_shape)
+        shift3 = Signal(p.shift_bits)
+        prod3 = Signal(signed(p.acc_width + p.mult_bits + 1))
+        m.d.sync += [fv3.eq(fv2), l3.eq(l2), sum3.eq(sum2), shift3.eq(shift2),
+                     prod3.eq(sum2 * mult2)]
+        # F4
+        rounded = Signal(signed(p.acc_width + p.mult_bits + 2))
+        # |prod3| < 2**(acc_width + mult_bits - 1): a shift beyond acc_width + mult_bits always
+        # gives 0 (or a clamped negative), as in the reference; below it the rounding bit fits.
+        huge = Signal()
+        m.d.comb += [
+            huge.eq(shift3 > p.acc_width + p.mult_bits),
+            rounded.eq(prod3 + (Const(1, unsigned(p.acc_width + p.mult_bits + 1))
+                                << (shift3 - 1)[:p.shift_bits])),
+        ]
+        shifted = Signal(signed(p.acc_width + p.mult_bits + 2))
+        m.d.comb += shifted.eq(rounded >> shift3)
+        fv4, l4 = Signal(), Signal(self.row_bits)
+        q4 = Signal(8)
+        sum4 = Signal(acc_shape)
+        m.d.sync += [fv4.eq(fv3), l4.eq(l3), sum4.eq(sum3),
+                     q4.eq(Mux(huge | (shifted < 0), 0, Mux(shifted > 255, 255, shifted[:8])))]
+        m.d.comb += [
+            self.out_addr.eq(l4),
+            self.out_data.eq(q4),
+            self.out_en.eq(fv4 & ~fin_last),
+            self.fin_done.eq(~fin_active & ~fv1 & ~fv2 & ~fv3 & ~fv4 & ~self.fin_start),
+        ]
+
+        # ---- shared accumulator ports
+        with m.If(fin_active):
+            m.d.comb += acc_rp.addr.eq(fin_l)
+        with m.Elif(self.ro_sel):
+            m.d.comb += [acc_rp.addr.eq(self.ro_addr), acc_rp.en.eq(self.ro_en)]
+        with m.Else():
+            m.d.comb += acc_rp.addr.eq(row)
+        m.d.comb += self.ro_data.eq(acc_rp.data)
+
+        with m.If(v4):
+            m.d.comb += [acc_wp.addr.eq(row4), acc_wp.data.eq(acc_rp.data + prod4),
+                         acc_wp.en.eq(1)]
+        with m.Elif(fv1 & ~fin_last):
+            m.d.comb += [acc_wp.addr.eq(l1), acc_wp.data.eq(0), acc_wp.en.eq(1)]
+        with m.Elif(fv4 & fin_last):
+            m.d.comb += [acc_wp.addr.eq(l4), acc_wp.data.eq(Mux(fin_requant, q4, sum4)),
+                         acc_wp.en.eq(1)]
+        with m.Elif(self.ro_clr_en):
+            m.d.comb += [acc_wp.addr.eq(self.ro_clr_addr), acc_wp.data.eq(0), acc_wp.en.eq(1)]
+        return m
