@@ -1,0 +1,329 @@
+"""Build board tops into bitstreams and report what they cost.
+
+    python -m zeroskip.boards.build {icebreaker,ulx3s,all} [--no-build] [--build-root DIR]
+
+For each board: wrap the top (see :func:`default_top`) with the PLL clocking of
+:class:`~zeroskip.boards.platforms.PLLClockDomain`, run yosys + nextpnr + the packer through
+Amaranth (tools from ``$YOSYS``, ``$NEXTPNR_ICE40``, ... as ``nox -s build`` sets them), parse
+nextpnr's JSON report, and write ``build/<board>/report.json``::
+
+    {"board", "luts", "luts_available", "ffs", "dsps", "brams", "spram", "fmax_mhz",
+     "target_mhz", "clock_mhz", "timing_met", "pes", "bitstream", "seconds", ...}
+
+``fmax_mhz`` is nextpnr's estimate for the ``sync`` clock. The build fails (after writing the
+report) when it is below ``target_mhz``. ``--no-build`` only elaborates and writes the
+build scripts (no toolchain needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from amaranth.hdl import ClockDomain, Elaboratable, Module, Signal, signed
+from amaranth.lib import io
+
+from .platforms import BOARDS, Board, PLLClockDomain, get_board
+
+__all__ = [
+    "BuildError",
+    "MACBlinky",
+    "TimingError",
+    "build_board",
+    "default_top",
+    "main",
+    "parse_nextpnr_report",
+]
+
+# Per-board PE count of the placeholder top (iCE40UP5K: all 8 SB_MAC16).
+_PLACEHOLDER_PES = {"icebreaker": 8, "ulx3s": 16}
+
+
+class BuildError(RuntimeError):
+    """The toolchain failed or produced no usable report."""
+
+
+class TimingError(BuildError):
+    """nextpnr's fmax for ``sync`` is below the board's target."""
+
+
+def _repo_root() -> Path:
+    here = Path(__file__).resolve().parent.parent
+    return here if (here / "pyproject.toml").exists() else Path.cwd()
+
+
+class MACBlinky(Elaboratable):
+    """Placeholder top: ``pes`` pipelined 8x8 multiply-accumulate lanes and a blinking LED.
+
+    Each lane takes activation and weight from its own 16-bit LFSR, registers them, registers the
+    signed product and accumulates it into 32 bits: the same shape as one PE's MAC datapath,
+    so fmax and DSP use are representative. The accumulators are XOR-reduced onto LED 1 so that
+    nothing is optimized away; LED 0 blinks at about 1 Hz.
+    """
+
+    def __init__(self, pes: int, clk_hz: float):
+        if not isinstance(pes, int) or pes <= 0:
+            raise TypeError(f"PE count must be a positive integer, not {pes!r}")
+        self.pes = pes
+        self.clk_hz = clk_hz
+
+    def elaborate(self, platform):
+        m = Module()
+        leds = []
+        if platform is not None:
+            for k in range(2):
+                m.submodules[f"led{k}"] = led = io.Buffer("o", platform.request("led", k, dir="-"))
+                leds.append(led)
+
+        blink = Signal(range(int(self.clk_hz)))
+        m.d.sync += blink.eq(blink + 1)
+
+        parity = []
+        for k in range(self.pes):
+            seed = (0xACE1 ^ (0x1D3 * (k + 1))) & 0xFFFF
+            lfsr = Signal(16, init=seed or 1, name=f"lfsr{k}")
+            feedback = lfsr[15] ^ lfsr[13] ^ lfsr[12] ^ lfsr[10]
+            m.d.sync += lfsr.eq((lfsr << 1)[:16] | feedback)
+            a = Signal(8, name=f"a{k}")
+            w = Signal(signed(8), name=f"w{k}")
+            prod = Signal(signed(17), name=f"prod{k}")
+            acc = Signal(signed(32), name=f"acc{k}")
+            m.d.sync += [
+                a.eq(lfsr[:8]),
+                w.eq(lfsr[8:]),
+                prod.eq(a * w),
+                acc.eq(acc + prod),
+            ]
+            parity.append(acc.xor())
+        out = Signal()
+        m.d.sync += out.eq(_xor_all(parity))
+        if leds:
+            m.d.comb += [leds[0].o.eq(blink[-1]), leds[1].o.eq(out)]
+        return m
+
+
+def _xor_all(bits):
+    result = bits[0]
+    for bit in bits[1:]:
+        result = result ^ bit
+    return result
+
+
+def default_top(board: str) -> tuple[Elaboratable, dict]:
+    """The top to build for ``board`` and its info dict (at least ``pes``).
+
+    Uses ``zeroskip.boards.tops.make_top(board)`` when that module exists; until then the
+    :class:`MACBlinky` placeholder.
+    """
+    try:
+        from zeroskip.boards.tops import make_top
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("zeroskip.boards.tops",):
+            raise
+        spec = get_board(board)
+        clk_hz = spec.pll()["out_mhz"] * 1e6
+        pes = _PLACEHOLDER_PES.get(board, 4)
+        return MACBlinky(pes, clk_hz), {"pes": pes, "top": "placeholder MACBlinky"}
+    top, info = make_top(board)
+    return top, dict(info)
+
+
+class _ClockedTop(Elaboratable):
+    def __init__(self, board: Board, top: Elaboratable):
+        self.clocking = PLLClockDomain(board)
+        self.top = top
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains.sync = ClockDomain("sync")
+        m.submodules.clocking = self.clocking
+        m.submodules.top = self.top
+        return m
+
+
+def parse_nextpnr_report(report: dict, family: str) -> dict:
+    """Utilization and the ``sync`` clock's fmax from a ``nextpnr --report`` JSON."""
+    util = report.get("utilization", {})
+
+    def used(*bels: str) -> int:
+        return sum(int(util.get(bel, {}).get("used", 0)) for bel in bels)
+
+    def available(*bels: str) -> int:
+        return sum(int(util.get(bel, {}).get("available", 0)) for bel in bels)
+
+    if family == "ice40":
+        lut_bels, dsp_bels, bram_bels = ("ICESTORM_LC",), ("ICESTORM_DSP",), ("ICESTORM_RAM",)
+    else:
+        lut_bels, dsp_bels, bram_bels = ("TRELLIS_COMB",), ("MULT18X18D",), ("DP16KD",)
+    fmax = report.get("fmax", {})
+    clocks = {
+        name: {"achieved_mhz": v.get("achieved"), "constraint_mhz": v.get("constraint")}
+        for name, v in fmax.items()
+    }
+    sync = [name for name in fmax if "sync" in name] or list(fmax)
+    sync_fmax = min((fmax[name]["achieved"] for name in sync), default=None)
+    out = {
+        "luts": used(*lut_bels),
+        "luts_available": available(*lut_bels),
+        "dsps": used(*dsp_bels),
+        "dsps_available": available(*dsp_bels),
+        "brams": used(*bram_bels),
+        "brams_available": available(*bram_bels),
+        "fmax_mhz": round(sync_fmax, 2) if sync_fmax is not None else None,
+        "clocks": clocks,
+        "utilization": {k: v for k, v in util.items() if v.get("used")},
+    }
+    if family == "ice40":
+        out["spram"] = used("ICESTORM_SPRAM")
+        out["ffs"] = None  # LCs hold both; nextpnr does not split them
+    else:
+        out["ffs"] = used("TRELLIS_FF")
+    return out
+
+
+def build_board(
+    board: str | Board,
+    top_factory: Callable[[str], tuple[Elaboratable, dict]] | None = None,
+    *,
+    do_build: bool = True,
+    build_dir: str | Path | None = None,
+    check_timing: bool = True,
+) -> dict:
+    """Elaborate (and with ``do_build``, place, route and pack) a top for ``board``.
+
+    ``top_factory(board_name)`` returns ``(elaboratable, info)``; default :func:`default_top`.
+    The top runs in ``sync`` at the board's PLL clock and must not request the board clock.
+    Without ``do_build`` the result has ``files`` and ``plan`` (the Amaranth ``BuildPlan``)
+    instead of the place-and-route numbers; after a real build it is also written to
+    ``<build_dir>/report.json``.
+    Raises :class:`BuildError` if the toolchain fails, :class:`TimingError` (after writing the
+    report) if fmax is below the target and ``check_timing``.
+    """
+    spec = board if isinstance(board, Board) else get_board(board)
+    top_factory = top_factory or default_top
+    top, info = top_factory(spec.name)
+    if not isinstance(top, Elaboratable):
+        raise TypeError(f"top factory for {spec.name} returned {top!r}, not an Elaboratable")
+    build_path = Path(build_dir) if build_dir is not None else _repo_root() / "build" / spec.name
+    name = f"zeroskip_{spec.name}"
+    platform = spec.platform()
+    clocked = _ClockedTop(spec, top)
+    report_file = "nextpnr-report.json"
+    overrides = {
+        "synth_opts": list(spec.synth_opts),
+        # Timing is checked below, after the report is written, with a clear message.
+        "nextpnr_opts": [*spec.nextpnr_opts, "--report", report_file, "--timing-allow-fail"],
+    }
+    result = {
+        "board": spec.name,
+        "title": spec.title,
+        "target_mhz": spec.target_mhz,
+        "clock_mhz": clocked.clocking.out_mhz,
+        "pll": clocked.clocking.pll["params"],
+        **info,
+    }
+    result.setdefault("pes", None)
+    if not do_build:
+        plan = platform.build(
+            clocked, name=name, build_dir=str(build_path), do_build=False, **overrides
+        )
+        result["files"] = sorted(plan.files)
+        result["plan"] = plan  # amaranth BuildPlan (only without do_build; not JSON)
+        return result
+
+    start = time.monotonic()
+    try:
+        platform.build(clocked, name=name, build_dir=str(build_path), do_program=False, **overrides)
+    except Exception as exc:  # toolchain missing, synthesis/place/route errors
+        log = build_path / f"{name}.tim"
+        raise BuildError(
+            f"{spec.name}: toolchain failed: {exc}. Logs: {build_path}/{name}.rpt (yosys), {log} "
+            "(nextpnr). Run through `nox -s build` so YOSYS/NEXTPNR_* point at the tools."
+        ) from exc
+    elapsed = time.monotonic() - start
+
+    nextpnr_json = build_path / report_file
+    if not nextpnr_json.exists():
+        raise BuildError(f"{spec.name}: nextpnr wrote no report at {nextpnr_json}")
+    result.update(parse_nextpnr_report(json.loads(nextpnr_json.read_text()), spec.family))
+    bitstream = build_path / (f"{name}.bin" if spec.family == "ice40" else f"{name}.bit")
+    result["bitstream"] = (
+        str(bitstream.relative_to(_repo_root()))
+        if bitstream.is_relative_to(_repo_root())
+        else str(bitstream)
+    )
+    result["bitstream_bytes"] = bitstream.stat().st_size if bitstream.exists() else None
+    result["seconds"] = round(elapsed, 1)
+    fmax = result["fmax_mhz"]
+    result["timing_met"] = fmax is not None and fmax >= spec.target_mhz
+    (build_path / "report.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    if check_timing and not result["timing_met"]:
+        raise TimingError(
+            f"{spec.name}: fmax {fmax} MHz is below the {spec.target_mhz} MHz target "
+            f"(report: {build_path / 'report.json'}, nextpnr log: {build_path / (name + '.tim')})"
+        )
+    return result
+
+
+def _summary(rep: dict) -> str:
+    if "fmax_mhz" not in rep:
+        return f"{rep['board']}: elaborated ({len(rep.get('files', []))} files), pes={rep['pes']}"
+    return (
+        f"{rep['board']}: {rep['luts']}/{rep['luts_available']} LUT, {rep['dsps']} DSP, "
+        f"{rep['brams']} BRAM, fmax {rep['fmax_mhz']} MHz (target {rep['target_mhz']}), "
+        f"pes={rep['pes']}, {rep['seconds']} s -> {rep['bitstream']}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m zeroskip.boards.build",
+        description="Build zeroskip board tops and write build/<board>/report.json.",
+    )
+    parser.add_argument("board", choices=[*BOARDS, "all"], help="board to build, or all")
+    parser.add_argument(
+        "--no-build",
+        action="store_true",
+        help="only elaborate and write the build scripts (no toolchain)",
+    )
+    parser.add_argument(
+        "--build-root",
+        type=Path,
+        default=None,
+        help="parent of the per-board build directories (default: build/)",
+    )
+    parser.add_argument(
+        "--allow-timing-fail",
+        action="store_true",
+        help="write the report but do not fail when fmax < target",
+    )
+    args = parser.parse_args(argv)
+
+    boards = list(BOARDS) if args.board == "all" else [args.board]
+    failures = []
+    for board in boards:
+        build_dir = args.build_root / board if args.build_root else None
+        try:
+            rep = build_board(
+                board,
+                do_build=not args.no_build,
+                build_dir=build_dir,
+                check_timing=not args.allow_timing_fail,
+            )
+        except BuildError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failures.append(board)
+            continue
+        print(_summary(rep), flush=True)
+    if failures:
+        print(f"error: failed: {', '.join(failures)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Board tops elaborate for every board without running any FPGA tool (fast)."""
+
+from __future__ import annotations
+
+import pytest
+from amaranth.hdl import Fragment
+from zeroskip.boards.build import MACBlinky, build_board, default_top, main
+from zeroskip.boards.platforms import BOARDS, ecp5_pll_params, get_board, ice40_pll_params
+
+
+@pytest.mark.parametrize("board", ["icebreaker", "ulx3s"])
+def test_default_top_elaborates(board, tmp_path):
+    report = build_board(board, do_build=False, build_dir=tmp_path / board)
+    assert report["board"] == board
+    assert report["target_mhz"] == BOARDS[board].target_mhz
+    assert report["pes"] and report["pes"] > 0
+    name = f"zeroskip_{board}"
+    assert f"{name}.il" in report["files"]
+    assert any(f.startswith("build_") for f in report["files"])
+
+
+@pytest.mark.parametrize("board", ["icebreaker", "ulx3s"])
+def test_placeholder_top_elaborates(board, tmp_path):
+    def factory(name):
+        return MACBlinky(2, clk_hz=1e6), {"pes": 2}
+
+    report = build_board(board, factory, do_build=False, build_dir=tmp_path)
+    assert report["pes"] == 2
+    rtlil = report["plan"].files[f"zeroskip_{board}.il"]
+    pll = {"icebreaker": "SB_PLL40_PAD", "ulx3s": "EHXPLLL"}[board]
+    assert pll in rtlil
+    assert "acc1" in rtlil
+
+
+def test_default_top_returns_info():
+    top, info = default_top("icebreaker")
+    assert info["pes"] > 0
+    Fragment.get(top, None)  # elaborates without a platform too
+
+
+def test_pll_settings():
+    ice = ice40_pll_params(12, 40)
+    assert ice["out_mhz"] == pytest.approx(39.75)
+    assert ice["params"] == {
+        "FEEDBACK_PATH": "SIMPLE",
+        "DIVR": 0,
+        "DIVF": 52,
+        "DIVQ": 4,
+        "FILTER_RANGE": 1,
+    }
+    ecp = ecp5_pll_params(25, 100)
+    assert ecp["out_mhz"] == 100
+    p = ecp["params"]
+    assert 25 / p["CLKI_DIV"] * p["CLKFB_DIV"] == 100
+    assert 400 <= 100 * p["CLKOP_DIV"] <= 800
+
+
+def test_unknown_board():
+    with pytest.raises(KeyError, match="known boards: icebreaker, ulx3s"):
+        get_board("de10")
+    with pytest.raises(SystemExit):
+        main(["de10"])
+
+
+def test_cli_no_build(tmp_path, capsys):
+    assert main(["all", "--no-build", "--build-root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "icebreaker: elaborated" in out and "ulx3s: elaborated" in out
