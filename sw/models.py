@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["mlp", "lenet_300_100", "digits_mlp"]
+__all__ = ["mlp", "lenet_300_100", "digits_mlp", "lenet5", "digits_cnn"]
 
 
 def mlp(sizes: list[int] | tuple[int, ...]) -> nn.Sequential:
@@ -29,3 +29,34 @@ def lenet_300_100(inputs: int = 784, classes: int = 10) -> nn.Sequential:
 def digits_mlp(hidden: tuple[int, ...] = (128, 64)) -> nn.Sequential:
     """A small MLP for scikit-learn's 8x8 digits (64 inputs, 10 classes)."""
     return mlp([64, *hidden, 10])
+
+
+def lenet5(classes: int = 10, bn: bool = False) -> nn.Sequential:
+    """LeNet-5 for 28x28 inputs in the Caffe variant of Han et al. 2015 / Deep Compression
+    (conv 20@5x5, pool, conv 50@5x5, pool, FC 800-500-10; 431 K weights).
+
+    ``bn=True`` adds ``BatchNorm2d`` after each convolution (for network slimming).
+    """
+    def block(cin, cout):
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, 5)]
+        if bn:
+            layers.append(nn.BatchNorm2d(cout))
+        return layers + [nn.ReLU(), nn.MaxPool2d(2)]
+
+    return nn.Sequential(*block(1, 20), *block(20, 50), nn.Flatten(),
+                         nn.Linear(50 * 4 * 4, 500), nn.ReLU(), nn.Linear(500, classes))
+
+
+def digits_cnn(channels: tuple[int, int] = (8, 16), hidden: int = 32, bn: bool = True,
+               classes: int = 10) -> nn.Sequential:
+    """A tiny conv net for the 8x8 digits: two 3x3 conv (+BN) + ReLU + 2x2 max-pool blocks, then
+    ``Linear(c2*2*2, hidden)``, ReLU, ``Linear(hidden, classes)``."""
+    c1, c2 = channels
+    layers: list[nn.Module] = []
+    for cin, cout in ((1, c1), (c1, c2)):
+        layers.append(nn.Conv2d(cin, cout, 3, padding=1))
+        if bn:
+            layers.append(nn.BatchNorm2d(cout))
+        layers += [nn.ReLU(), nn.MaxPool2d(2)]
+    layers += [nn.Flatten(), nn.Linear(c2 * 4, hidden), nn.ReLU(), nn.Linear(hidden, classes)]
+    return nn.Sequential(*layers)
