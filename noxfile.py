@@ -110,17 +110,24 @@ def _run(session: nox.Session, *args: str) -> None:
     session.run(python, *args, env=env, external=True)
 
 
+def _xdist(posargs: list[str]) -> list[str]:
+    """Two pytest-xdist workers (the machines have 2 cores) unless the caller chose otherwise."""
+    chosen = any(
+        a.startswith(("-n", "--numprocesses", "--dist")) or a == "no:xdist" for a in posargs
+    )
+    return [*([] if chosen else ["-n", "2"]), *posargs]
+
+
 @nox.session(venv_backend="none")
 def tests(session: nox.Session) -> None:
     """Whole default test suite, RTL simulation included."""
-    args = session.posargs or ["-n", "2"]
-    _run(session, "-m", "pytest", "tests", *args)
+    _run(session, "-m", "pytest", "tests", *_xdist(session.posargs))
 
 
 @nox.session(venv_backend="none")
 def sim(session: nox.Session) -> None:
     """Only the RTL simulation tests (cocotb + Verilator)."""
-    _run(session, "-m", "pytest", "tests", "-m", "sim", *session.posargs)
+    _run(session, "-m", "pytest", "tests", "-m", "sim", *_xdist(session.posargs))
 
 
 @nox.session(venv_backend="none")

@@ -314,7 +314,9 @@ def run_cocotb(
 
     # One run directory per set of tests
     # (overwritten by the next run of the same tests: the seed in the message reproduces it).
-    run_dir = build_path / f"run-{_digest(modules, testcase)[:8]}"
+    # Keyed by the pytest test id too, so that two tests sharing a build never share a run dir.
+    test_id = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
+    run_dir = build_path / f"run-{_digest(modules, testcase, test_id)[:8]}"
     run_dir.mkdir(parents=True, exist_ok=True)
     waves_file = run_dir / ("waves.fst" if fst else "waves.vcd")
     results_xml = run_dir / "results.xml"
