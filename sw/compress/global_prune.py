@@ -10,8 +10,8 @@ weights, a neuron's sums its fan-in; activations have layer-specific scales). Ea
    layer survive), physically (:func:`.structured.remove_units`); optionally the scores are
    divided by the relative parameter cost of a unit of each layer, so that at equal importance
    the unit that frees more parameters goes first;
-4. fine-tune; stop when the accuracy falls below the user's floor and return the last model
-   that met it.
+4. fine-tune; when the accuracy falls below the user's floor, retry from the last model that
+   met it with half the fraction (at most ``retries`` times), then stop and return that model.
 
 ``mode="uniform"`` runs the same loop but removes ``fraction`` of every layer: the baseline
 that global pruning is compared against at an equal parameter count (:func:`uniform_to_params`).
@@ -117,13 +117,15 @@ def progressive_prune(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                       finetune_epochs: int = 1,
                       max_rounds: int = 20, lr: float = 5e-4, batch_size: int = 64,
                       loss_fn=None, x_score: torch.Tensor | None = None, min_keep: int = 1,
-                      seed: int = 0, progress: bool = False) -> ProgressiveResult:
+                      retries: int = 2, seed: int = 0, progress: bool = False
+                      ) -> ProgressiveResult:
     """Prune units round by round until accuracy on ``(x_val, y_val)`` drops below ``floor``.
 
     ``model`` is not modified. ``x_score`` is the data for activation criteria (default: the
     first 2,000 training samples). ``cost_aware`` ranks units by de-biased score per parameter
     they free (see :func:`global_keep`). Each history record holds the round, the parameter count,
-    the units per layer and the accuracy after fine-tuning; the result holds the last model
+    the units per layer and the accuracy after fine-tuning (rounds below the floor included);
+    the result holds the last model
     whose accuracy was at least ``floor`` (the input model if even the first round fell below).
     """
     if mode not in ("global", "uniform"):
@@ -137,14 +139,15 @@ def progressive_prune(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     if acc0 < floor:
         return ProgressiveResult(best, history)
     cur = best
+    frac, tries = fraction, 0
     for r in range(1, max_rounds + 1):
         scores = unit_scores(cur, criterion, x_score)
         if mode == "global":
             costs = unit_sizes(cur) if cost_aware else None
-            keep = global_keep(normalize_scores(scores, normalize), fraction, min_keep=min_keep,
+            keep = global_keep(normalize_scores(scores, normalize), frac, min_keep=min_keep,
                                costs=costs)
         else:
-            keep = select_keep(scores, fraction, min_keep=min_keep)
+            keep = select_keep(scores, frac, min_keep=min_keep)
         if all(len(keep[n]) == len(scores[n]) for n in scores):
             break                                   # nothing left to remove
         cand = remove_units(cur, keep)
@@ -154,9 +157,13 @@ def progressive_prune(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                   desc=f"{mode} round {r}")
         acc = evaluate(cand, x_val, y_val)
         history.append({"round": r, "params": count_params(cand), "acc": acc,
-                        "units": {n: len(k) for n, k in keep.items()}})
+                        "fraction": frac, "units": {n: len(k) for n, k in keep.items()}})
         if acc < floor:
-            break
+            if tries >= retries:
+                break
+            tries += 1                              # retry from the last good model, smaller step
+            frac /= 2
+            continue
         best = cur = cand
     return ProgressiveResult(best, history)
 
