@@ -59,9 +59,11 @@ def normalize_scores(scores: dict[str, torch.Tensor], method: str | None = "mean
 
 
 def global_keep(scores: dict[str, torch.Tensor], fraction: float, *, min_keep: int = 1,
-                costs: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
+                costs: dict[str, float] | None = None, max_layer_fraction: float = 0.5
+                ) -> dict[str, torch.Tensor]:
     """Remove the globally lowest ``fraction`` of all units; returns the indices kept per
-    layer (sorted), never fewer than ``min_keep`` per layer.
+    layer (sorted), never fewer than ``min_keep`` per layer and never more than
+    ``max_layer_fraction`` of one layer's units at once (so one call cannot gut a layer).
 
     With ``costs`` (parameters per unit of each layer, :func:`.structured.unit_sizes`) units
     are ranked by score per relative cost, ``s / (cost / mean cost)``: at equal importance the
@@ -80,13 +82,15 @@ def global_keep(scores: dict[str, torch.Tensor], fraction: float, *, min_keep: i
     k = int(round(fraction * len(allv)))
     order = torch.argsort(allv, stable=True)
     left = {n: len(scores[n]) for n in names}
+    floor_n = {n: max(min_keep, len(scores[n]) - int(max_layer_fraction * len(scores[n])))
+               for n in names}
     drop = {n: [] for n in names}
     removed = 0
     for j in order.tolist():
         if removed >= k:
             break
         n = names[int(owner[j])]
-        if left[n] <= min_keep:
+        if left[n] <= floor_n[n]:
             continue
         drop[n].append(int(local[j]))
         left[n] -= 1
