@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable
 
 import torch
@@ -22,24 +23,36 @@ class Progress:
         self.stream = stream or sys.stderr
         self.n = 0
         self._last = -1
+        self._t0 = self._t = time.monotonic()
+        self._closed = False
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
 
     def update(self, n: int = 1, info: str = "") -> None:
+        """Advance by ``n`` steps. On a terminal the bar is redrawn at most ten times a second;
+        elsewhere (logs, CI) only :meth:`close` prints, one line."""
         self.n += n
-        if not self.enabled:
+        self._info = info or getattr(self, "_info", "")
+        if not self.enabled or not self._tty:
             return
+        now = time.monotonic()
         pct = int(100 * self.n / self.total)
-        if pct != self._last or info:
-            self._last = pct
+        if pct != self._last and now - self._t >= 0.1:
+            self._last, self._t = pct, now
             bar = "#" * (pct // 5) + "." * (20 - pct // 5)
-            self.stream.write(f"\r{self.desc:<28} [{bar}] {pct:3d}% {info}")
+            self.stream.write(f"\r{self.desc:<28} [{bar}] {pct:3d}% {self._info}")
             self.stream.flush()
 
     def close(self, info: str = "") -> None:
-        if self.enabled:
-            self.n = self.total
-            self.update(0, info)
-            self.stream.write("\n")
-            self.stream.flush()
+        if not self.enabled or self._closed:
+            return
+        self._closed = True
+        info = info or getattr(self, "_info", "")
+        secs = time.monotonic() - self._t0
+        if self._tty:
+            self.stream.write(f"\r{self.desc:<28} [{'#' * 20}] 100% {info} ({secs:.0f} s)\n")
+        else:
+            self.stream.write(f"{self.desc}: done, {info} ({secs:.0f} s)\n")
+        self.stream.flush()
 
     def __enter__(self):
         return self

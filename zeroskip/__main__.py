@@ -1,0 +1,5 @@
+import sys
+
+from zeroskip.cli import main
+
+sys.exit(main())
