@@ -75,3 +75,17 @@ def test_golden_verify_mode_fails_on_mismatch(tmp_path):
     assert "FAIL relu_last: 1 outputs differ" in r.stdout
     assert "FAIL" in r.stdout and "dense.zsk" in r.stdout and "CRC mismatch" in r.stdout
     assert "ok   digits_pruned" in r.stdout
+
+
+def test_format_doc_example_is_current(capsys):
+    """docs/format.md contains the output of tools/format_example.py verbatim."""
+    import importlib.util
+
+    root = GOLDEN_DIR.parent.parent
+    spec = importlib.util.spec_from_file_location("format_example",
+                                                  root / "tools" / "format_example.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main([]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() in (root / "docs" / "format.md").read_text()
