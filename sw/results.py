@@ -24,10 +24,24 @@ from pathlib import Path
 
 import torch
 
-from .compress import (GRANULARITIES, compression_report, count_params, distillation_loss,
-                       finetune_centroids, granular_prune, index_cost, iterative_prune,
-                       low_rank, progressive_prune, prune_structured, quantized_copy,
-                       share_weights, train_ternary, uniform_to_params, weight_count)
+from .compress import (
+    GRANULARITIES,
+    compression_report,
+    count_params,
+    distillation_loss,
+    finetune_centroids,
+    granular_prune,
+    index_cost,
+    iterative_prune,
+    low_rank,
+    progressive_prune,
+    prune_structured,
+    quantized_copy,
+    share_weights,
+    train_ternary,
+    uniform_to_params,
+    weight_count,
+)
 from .compress.graph import weight_layers
 from .compress.structured import bn_l1_penalty
 from .data import load_dataset
@@ -286,9 +300,17 @@ def quant_and_lowrank(ctx, name, dense, acc_dense):
                    acc_before_finetune=round(acc_svd, 4))
 
 
+EXPERIMENTS = ("han", "quant", "schedules", "structured", "progressive", "granularity",
+               "slimming")
+
+
 def run(dataset: str = "fashion-mnist", *, quick: bool = False, out: str = "docs",
         data_path: str | None = None, models=("lenet300", "lenet5"), seed: int = 0,
-        progress: bool = True, plots: bool = True) -> dict:
+        progress: bool = True, plots: bool = True, only=None, merge: bool = False) -> dict:
+    """Run the experiments; ``only`` restricts them to some of :data:`EXPERIMENTS` (the dense
+    baseline always runs); ``merge`` keeps the other records of an existing
+    ``<out>/results.json`` and replaces those with the same model and method."""
+    only = set(only or EXPERIMENTS)
     torch.manual_seed(seed)
     cfg = QUICK if quick else FULL
     ds = load_dataset("digits" if quick else dataset, data_path)
@@ -312,20 +334,47 @@ def run(dataset: str = "fashion-mnist", *, quick: bool = False, out: str = "docs
                       desc=f"dense {name}")
         acc_dense = ctx.acc(dense)
         ctx.record(name, "dense", dense, dense, acc_dense)
-        han_and_deep_compression(ctx, name, dense, acc_dense)
-        quant_and_lowrank(ctx, name, dense, acc_dense)
+        if "han" in only:
+            han_and_deep_compression(ctx, name, dense, acc_dense)
+        if "quant" in only:
+            quant_and_lowrank(ctx, name, dense, acc_dense)
         if key == "lenet300":
-            schedules(ctx, name, dense, acc_dense)
-            structured(ctx, name, dense, acc_dense)
-            progressive(ctx, name, dense, acc_dense)
+            if "schedules" in only:
+                schedules(ctx, name, dense, acc_dense)
+            if "structured" in only:
+                structured(ctx, name, dense, acc_dense)
+            if "progressive" in only:
+                progressive(ctx, name, dense, acc_dense)
         else:
-            granularities(ctx, name, dense, acc_dense)
-            slimming(ctx, name, factories[key])
+            if "granularity" in only:
+                granularities(ctx, name, dense, acc_dense)
+            if "slimming" in only:
+                slimming(ctx, name, factories[key])
     ctx.extra["seconds"] = round(time.time() - ctx.t0, 1)
     ctx.extra["quick"] = quick
     outdir = Path(out)
     (outdir / "img").mkdir(parents=True, exist_ok=True)
     result = {"records": ctx.records, "extra": _jsonable(ctx.extra)}
+    old_path = outdir / "results.json"
+    if merge and old_path.exists():
+        old = json.loads(old_path.read_text())
+        new_keys = {(r["model"], r["method"]) for r in ctx.records}
+        recs = [r for r in old["records"] if (r["model"], r["method"]) not in new_keys]
+        for r in ctx.records:                 # keep the old order, new ones where they were
+            recs.append(r)
+        order = {(r["model"], r["method"]): i for i, r in enumerate(old["records"])}
+        recs.sort(key=lambda r: order.get((r["model"], r["method"]), len(order)))
+        extra = old.get("extra", {})
+        for k, v in result["extra"].items():
+            if isinstance(v, dict) and isinstance(extra.get(k), dict):
+                extra[k].update(v)
+            elif k == "seconds":
+                extra["seconds_merged_run"] = v
+            else:
+                extra[k] = v
+        extra.setdefault("merged_runs", []).append(
+            {"only": sorted(only), "models": list(models), "seconds": result["extra"]["seconds"]})
+        result = {"records": recs, "extra": extra}
     (outdir / "results.json").write_text(json.dumps(result, indent=1) + "\n")
     if plots:
         _plots(result, outdir / "img")
@@ -419,6 +468,13 @@ def render_markdown(result, quick=False) -> str:
              "`docs/results.json` holds one record per experiment. Methods and accounting are "
              "described in `docs/compression.md`.")
     L.append("")
+    for mr in extra.get("merged_runs", []):
+        L.append(f"Records of the experiments {', '.join(mr['only'])} for "
+                 f"{', '.join(mr['models'])} come from a later run of the same script with "
+                 f"`--only {','.join(mr['only'])} --merge` ({mr['seconds']:.0f} s), after the "
+                 "default of `progressive_prune(cost_aware=...)` changed to off; that run "
+                 "retrains the same dense model with the same seed (its `acc dense` column "
+                 "shows the baseline it used).\n")
     if quick:
         L.append("**Quick mode: the 8x8 digits with small models; a smoke test of the script, "
                  "not the Fashion-MNIST results.**\n")
@@ -539,6 +595,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument("--only", default=None,
+                    help=f"comma-separated subset of: {', '.join(EXPERIMENTS)}")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the other records of an existing OUT/results.json")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     models = [m.strip() for m in a.models.split(",") if m.strip()]
@@ -546,9 +606,16 @@ def main(argv=None) -> int:
         if m not in ("lenet300", "lenet5"):
             print(f"error: unknown model {m!r}; choose lenet300, lenet5", file=sys.stderr)
             return 2
+    only = [e.strip() for e in a.only.split(",")] if a.only else None
+    for e in only or []:
+        if e not in EXPERIMENTS:
+            print(f"error: unknown experiment {e!r}; choose from {', '.join(EXPERIMENTS)}",
+                  file=sys.stderr)
+            return 2
     try:
         run(a.dataset, quick=a.quick, out=a.out, data_path=a.data_path, models=models,
-            seed=a.seed, progress=not a.no_progress, plots=not a.no_plots)
+            seed=a.seed, progress=not a.no_progress, plots=not a.no_plots, only=only,
+            merge=a.merge)
     except ZeroskipError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -59,15 +59,16 @@ def normalize_scores(scores: dict[str, torch.Tensor], method: str | None = "mean
 
 
 def global_keep(scores: dict[str, torch.Tensor], fraction: float, *, min_keep: int = 1,
-                costs: dict[str, float] | None = None, max_layer_fraction: float = 0.5
+                costs: dict[str, float] | None = None, cost_power: float = 1.0,
+                max_layer_fraction: float = 0.5
                 ) -> dict[str, torch.Tensor]:
     """Remove the globally lowest ``fraction`` of all units; returns the indices kept per
     layer (sorted), never fewer than ``min_keep`` per layer and never more than
     ``max_layer_fraction`` of one layer's units at once (so one call cannot gut a layer).
 
     With ``costs`` (parameters per unit of each layer, :func:`.structured.unit_sizes`) units
-    are ranked by score per relative cost, ``s / (cost / mean cost)``: at equal importance the
-    unit that frees more parameters goes first.
+    are ranked by score per relative cost, ``s / (cost / mean cost) ** cost_power``: at equal
+    importance the unit that frees more parameters goes first.
     """
     if not 0.0 <= fraction < 1.0:
         raise PruneError(f"fraction must be in [0, 1), not {fraction!r}")
@@ -75,7 +76,7 @@ def global_keep(scores: dict[str, torch.Tensor], fraction: float, *, min_keep: i
     if costs is not None:
         mean_cost = sum(costs[n] * len(scores[n]) for n in names) / sum(
             len(scores[n]) for n in names)
-        scores = {n: scores[n] / (costs[n] / mean_cost) for n in names}
+        scores = {n: scores[n] / (costs[n] / mean_cost) ** cost_power for n in names}
     allv = torch.cat([scores[n] for n in names])
     owner = torch.cat([torch.full((len(scores[n]),), i) for i, n in enumerate(names)])
     local = torch.cat([torch.arange(len(scores[n])) for n in names])
@@ -117,7 +118,7 @@ class ProgressiveResult:
 def progressive_prune(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                       x_val: torch.Tensor, y_val: torch.Tensor, floor: float, *,
                       mode: str = "global", fraction: float = 0.1, criterion: str = "l1",
-                      normalize: str | None = "mean", cost_aware: bool = True,
+                      normalize: str | None = "mean", cost_aware: bool | float = False,
                       finetune_epochs: int = 1,
                       max_rounds: int = 20, lr: float = 5e-4, batch_size: int = 64,
                       loss_fn=None, x_score: torch.Tensor | None = None, min_keep: int = 1,
@@ -127,7 +128,9 @@ def progressive_prune(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 
     ``model`` is not modified. ``x_score`` is the data for activation criteria (default: the
     first 2,000 training samples). ``cost_aware`` ranks units by de-biased score per parameter
-    they free (see :func:`global_keep`). Each history record holds the round, the parameter count,
+    they free (see :func:`global_keep`; a number is used as ``cost_power``). It is off by
+    default: on LeNet-300-100 it only ever removed first-layer neurons and left the second
+    layer at full width, ending with more parameters than uniform pruning. Each history record holds the round, the parameter count,
     the units per layer and the accuracy after fine-tuning (rounds below the floor included);
     the result holds the last model
     whose accuracy was at least ``floor`` (the input model if even the first round fell below).
@@ -147,9 +150,10 @@ def progressive_prune(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     for r in range(1, max_rounds + 1):
         scores = unit_scores(cur, criterion, x_score)
         if mode == "global":
-            costs = unit_sizes(cur) if cost_aware else None
+            power = float(cost_aware)
+            costs = unit_sizes(cur) if power else None
             keep = global_keep(normalize_scores(scores, normalize), frac, min_keep=min_keep,
-                               costs=costs)
+                               costs=costs, cost_power=power)
         else:
             keep = select_keep(scores, frac, min_keep=min_keep)
         if all(len(keep[n]) == len(scores[n]) for n in scores):
