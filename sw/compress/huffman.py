@@ -2,8 +2,8 @@
 
 A :class:`HuffmanCode` is built from symbol frequencies; only the code *lengths* need to be
 stored (canonical codes: symbols sorted by ``(length, symbol)`` get consecutive codes), so a
-table costs ``table_bits()`` = per used symbol its value and a 5-bit length... stored as
-``symbol_bits + LENGTH_BITS`` bits. Bits are written MSB first into bytes.
+table costs :meth:`HuffmanCode.table_bits`: per used symbol its value and a ``LENGTH_BITS``-bit
+length. Bits are written MSB first into bytes.
 
 Used by :mod:`.report` on the packer's streams: the weight codes and the delta fields of the
 relative-index entries (fillers included) of each layer get a code each.
