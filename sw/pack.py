@@ -216,7 +216,12 @@ def to_bytes(pm: PackedModel) -> bytes:
     for pl in pm.layers:
         q = pl.q
         o = q.out_features
-        wscale = np.broadcast_to(np.asarray(q.weight_scale, dtype="<f4"), (o,))
+        ws = np.asarray(q.weight_scale, dtype="<f4").reshape(-1)
+        if ws.size == 0:
+            ws = np.ones(1, dtype="<f4")
+        if ws.size not in (1, o):
+            raise FormatError(f"layer has {ws.size} weight scales for {o} output rows")
+        wscale = np.broadcast_to(ws, (o,))
         secs.append(_section(b"LAYR", _LAYR.pack(
             q.in_features, o, KIND_FC, pl.encoding, FLAG_REQUANT if q.requant else 0, 0,
             q.in_scale, q.out_scale) + wscale.tobytes()))
@@ -280,9 +285,11 @@ def from_bytes(blob: bytes, where: str = "model file") -> PackedModel:
     except ParamError as e:
         raise FormatError(f"{where}: HWPR: hardware parameters the hardware cannot take: {e}") \
             from None
+    _need(f[6] == 0 and f[13] == 0, f"{where}: HWPR: reserved fields are not zero")
     md = r.section(b"MODL")
     _need(len(md) == _MODL.size, f"{where}: MODL has {len(md)} bytes, expected {_MODL.size}")
-    n_layers, _, input_scale, in_features = _MODL.unpack(md)
+    n_layers, reserved, input_scale, in_features = _MODL.unpack(md)
+    _need(reserved == 0, f"{where}: MODL: reserved field is not zero")
     _need(1 <= n_layers <= params.max_layers,
           f"{where}: MODL: {n_layers} layers (the hardware takes 1..{params.max_layers})")
     _need(n_secs == 2 + 5 * n_layers, f"{where}: header says {n_secs} sections, "
@@ -294,7 +301,8 @@ def from_bytes(blob: bytes, where: str = "model file") -> PackedModel:
         lw = f"{where}: layer {i}"
         ly = r.section(b"LAYR")
         _need(len(ly) >= _LAYR.size, f"{lw}: LAYR too short")
-        n_in, n_out, kind, enc, lflags, _, s_in, s_out = _LAYR.unpack_from(ly)
+        n_in, n_out, kind, enc, lflags, reserved, s_in, s_out = _LAYR.unpack_from(ly)
+        _need(reserved == 0, f"{lw}: LAYR: reserved field is not zero")
         _need(kind == KIND_FC, f"{lw}: unsupported layer kind {kind}")
         _need(enc == ENC_RELATIVE, f"{lw}: unsupported encoding {enc}")
         _need(lflags & ~FLAG_REQUANT == 0, f"{lw}: unknown layer flags {lflags:#x}")
@@ -306,12 +314,17 @@ def from_bytes(blob: bytes, where: str = "model file") -> PackedModel:
         _need(len(ly) == _LAYR.size + 4 * n_out,
               f"{lw}: LAYR has {len(ly)} bytes, expected {_LAYR.size + 4 * n_out}")
         wscale = np.frombuffer(ly, dtype="<f4", offset=_LAYR.size).astype(np.float64)
+        _need(bool(np.all(np.isfinite(wscale))) and np.isfinite(s_in) and np.isfinite(s_out),
+              f"{lw}: LAYR: a scale is not finite")
         bias = r.section(b"BIAS")
         _need(len(bias) == 4 * n_out, f"{lw}: BIAS has {len(bias)} bytes, expected {4 * n_out}")
         rq = r.section(b"RQNT")
         _need(len(rq) == 4 * n_out, f"{lw}: RQNT has {len(rq)} bytes, expected {4 * n_out}")
         rq = np.frombuffer(rq, dtype="<u2").reshape(n_out, 2)
         _need(bool(np.all(rq[:, 1] < 256)), f"{lw}: RQNT shift field out of range")
+        if not lflags & FLAG_REQUANT:
+            _need(not rq.any(), f"{lw}: RQNT: multipliers and shifts of a layer without "
+                                "requantization must be zero")
         pt = r.section(b"PTRS")
         P = params.pes
         _need(len(pt) == 4 * P * (n_in + 1),
@@ -353,6 +366,9 @@ def write_model(path: str | os.PathLike, pm: PackedModel) -> int:
             f.write(blob)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -111,13 +111,19 @@ def fit_requant(ratio: np.ndarray, mult_bits: int = 16, shift_bits: int = 6):
     for i, r in enumerate(ratio.flat):
         if not (r > 0 and math.isfinite(r)):
             raise QuantError(f"requantization ratio {r!r} must be positive and finite")
-        s = min(smax, math.floor(math.log2(mmax / r)))
+        s = min(smax, math.floor(math.log2(mmax / r)) + 1)
         while s >= 1 and round(r * 2.0 ** s) > mmax:
             s -= 1
         if s < 1:
-            raise QuantError(f"requantization ratio {r:.4g} needs a shift below 1; "
-                             f"at most {mmax / 2:.4g} fits {mult_bits}-bit multipliers")
-        mult.flat[i] = round(r * 2.0 ** s)
+            raise QuantError(f"requantization ratio {r:.6g} is too large: with a shift of at "
+                             f"least 1, {mult_bits}-bit multipliers reach at most "
+                             f"{mmax / 2:.6g}")
+        m = round(r * 2.0 ** s)
+        if s == smax and (m == 0 or abs(m / 2.0 ** s - r) > 0.01 * r):
+            raise QuantError(f"requantization ratio {r:.6g} is too small for shifts up to "
+                             f"{smax} ({shift_bits}-bit): the multiplier would be {m}, off by "
+                             "more than 1%")
+        mult.flat[i] = m
         shift.flat[i] = s
     return mult, shift
 

@@ -34,7 +34,8 @@ KNOWN = re.compile("|".join([
     "exceeds act_depth", "the pointers say", "shift field out of range", "not monotone",
     "bits above bit", "out of range", "trailing bytes", "hardware cannot take",
     "column pointers", "exceed", "overflows", "outside", "hidden layer without",
-    "more than", "LAYR too short",
+    "more than", "LAYR too short", "reserved fields? (is|are) not zero", "scale is not finite",
+    "multipliers and shifts of a layer without requantization",
 ]))
 
 
@@ -325,7 +326,8 @@ MUTATIONS: list[tuple[str, Mut, str]] = [
     ("n_out of layer 0", m_layr(0, 4, "<I", 5), r"layer 0: LAYR has \d+ bytes, expected"),
     ("n_out huge", m_layr(0, 4, "<I", 0xFFFFFFFF), "exceeds act_depth"),
     ("hidden not requantized", m_layr(0, 10, "<B", 0),
-     "layer 0 is a hidden layer without requantization"),
+     "layer 0 is a hidden layer without requantization|layer 0: RQNT: multipliers and shifts "
+     "of a layer without requantization must be zero"),
     # payload sizes
     ("HWPR size", m_grow(0), "HWPR has 33 bytes, expected 32"),
     ("MODL size", m_grow(1), "MODL has 13 bytes, expected 12"),
@@ -443,8 +445,6 @@ def test_random_entry_rewrites(name, data):
 # ----------------------------------------------------------------------------- known gaps
 
 
-@pytest.mark.xfail(strict=True, reason="reserved fields (HWPR byte 7 and bytes 28..31, MODL "
-                   "bytes 2..3, LAYR byte 11) are not checked to be zero; reported")
 @pytest.mark.parametrize("where", ["HWPR7", "HWPR28", "MODL2", "LAYR11"])
 def test_reserved_fields_must_be_zero(where):
     head, secs = split(BLOBS["relu_last"])
@@ -454,8 +454,6 @@ def test_reserved_fields_must_be_zero(where):
         from_bytes(join(head, secs))
 
 
-@pytest.mark.xfail(strict=True, reason="LAYR scales (in_scale, out_scale, weight scales) are "
-                   "not checked to be finite; reported")
 def test_layer_scales_must_be_finite():
     head, secs = split(BLOBS["relu_last"])
     struct.pack_into("<f", layer(secs, 0, "LAYR"), 12, float("nan"))

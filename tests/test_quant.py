@@ -25,20 +25,25 @@ def test_fit_requant_ranges_and_accuracy(r, mult_bits, shift_bits):
     try:
         (m,), (s,) = fit_requant([r], mult_bits, shift_bits)
     except QuantError as e:
-        # only when even S = 1 needs a multiplier above mmax
-        assert "needs a shift below 1" in str(e)
-        assert round(r * 2) > mmax
+        if "too large" in str(e):
+            # even S = 1 needs a multiplier above mmax
+            assert round(r * 2) > mmax
+        else:
+            # the best multiplier at the largest shift is 0 or off by more than 1%
+            assert "too small" in str(e)
+            best = round(r * 2.0 ** smax)
+            assert best <= mmax
+            assert best == 0 or abs(best / 2.0 ** smax - r) > 0.01 * r
         return
     m, s = int(m), int(s)
-    assert 0 <= m <= mmax and 1 <= s <= smax
-    if s < smax:
-        # S = floor(log2(mmax / r)), so r * 2**(S+1) > mmax, M >= mmax / 2 and the relative
-        # error is at most 0.5 / M <= 1 / mmax. (Not always the largest S: r = 1.90625 with
-        # mult_bits 4 gets S = 2, M = 8 although S = 3, M = round(15.25) = 15 fits; reported.)
-        assert r * 2.0 ** (s + 1) > mmax
-        assert abs(m / 2**s - r) / r <= 1.0 / mmax + 1e-12
+    assert 1 <= m <= mmax and 1 <= s <= smax
+    assert abs(m - r * 2**s) <= 0.5
+    if s == smax:
+        # capped shift: accepted only while the multiplier stays within 1%
+        assert abs(m / 2**s - r) <= 0.01 * r
     else:
-        assert abs(m - r * 2**s) <= 0.5
+        # the largest shift whose rounded multiplier still fits
+        assert round(r * 2.0 ** (s + 1)) > mmax
 
 
 def test_fit_requant_typical_ratio_precision():
@@ -56,18 +61,22 @@ def test_fit_requant_rejects_bad_ratios(r):
 
 
 def test_fit_requant_rejects_ratio_too_large():
-    with pytest.raises(QuantError, match="needs a shift below 1"):
+    with pytest.raises(QuantError, match="too large"):
         fit_requant([40000.0])
-    with pytest.raises(QuantError, match="needs a shift below 1"):
+    with pytest.raises(QuantError, match="too large"):
         fit_requant([2.0], mult_bits=2)
     assert fit_requant([1.5], mult_bits=2) == (np.array([3]), np.array([1]))
 
 
-@pytest.mark.xfail(strict=True, reason="fit_requant returns M = 0 (every output 0) without an "
-                   "error when the ratio is below 2**-(max_shift+1); reported")
-def test_fit_requant_never_returns_zero_multiplier():
-    (m,), _ = fit_requant([0.1], mult_bits=16, shift_bits=1)
-    assert m > 0
+def test_fit_requant_refuses_ratios_it_cannot_represent():
+    # shifts of at most 1 cannot express 0.1 with 1% precision: refuse rather than return M = 0
+    with pytest.raises(QuantError, match="too small"):
+        fit_requant([0.1], mult_bits=16, shift_bits=1)
+    with pytest.raises(QuantError, match="too small"):
+        fit_requant([1e-25])
+    # the largest shift that fits is chosen (r = 1.90625, 4-bit multipliers: S=3, M=15)
+    (m,), (s,) = fit_requant([1.90625], mult_bits=4, shift_bits=6)
+    assert (int(m), int(s)) == (15, 3)
 
 
 # ----------------------------------------------------------------------------- weights
