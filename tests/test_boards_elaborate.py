@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from amaranth.hdl import Fragment
+
 from zeroskip.boards.build import MACBlinky, build_board, default_top, main
 from zeroskip.boards.platforms import BOARDS, ecp5_pll_params, get_board, ice40_pll_params
 

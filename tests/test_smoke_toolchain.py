@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 from amaranth.hdl import UnusedElaboratable
+
 from zeroskip.sim.runner import SimulationFailed, run_cocotb
 from zeroskip.sim.smoke import StreamAccumulator, accumulate
 

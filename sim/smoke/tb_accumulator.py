@@ -14,70 +14,9 @@ import random
 import cocotb
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+
 from zeroskip.sim.smoke.accumulator import accumulate
-
-
-class StreamSource:
-    """Drives ``<prefix>__valid/payload``; idles with probability ``idle`` before each item."""
-
-    def __init__(self, dut, prefix: str, idle: float):
-        self.clk = dut.clk
-        self.valid = getattr(dut, f"{prefix}__valid")
-        self.ready = getattr(dut, f"{prefix}__ready")
-        self.payload = getattr(dut, f"{prefix}__payload")
-        self.idle = idle
-        self.valid.value = 0
-
-    async def send(self, values: list[int]) -> None:
-        for value in values:
-            while random.random() < self.idle:
-                self.valid.value = 0
-                await RisingEdge(self.clk)
-            self.valid.value = 1
-            self.payload.value = value
-            await ReadOnly()
-            while not int(self.ready.value):
-                await RisingEdge(self.clk)
-                await ReadOnly()
-            await RisingEdge(self.clk)  # the transfer happens at this edge
-        self.valid.value = 0
-
-
-class StreamSink:
-    """Takes items from ``<prefix>__*``, deasserting ``ready`` with probability ``backpressure``.
-
-    Also checks the stream rule: once ``valid`` is high it stays high, with the same payload,
-    until the transfer.
-    """
-
-    def __init__(self, dut, prefix: str, backpressure: float):
-        self.clk = dut.clk
-        self.valid = getattr(dut, f"{prefix}__valid")
-        self.ready = getattr(dut, f"{prefix}__ready")
-        self.payload = getattr(dut, f"{prefix}__payload")
-        self.backpressure = backpressure
-        self.items: list[int] = []
-        self.ready.value = 0
-
-    async def receive(self, count: int, max_cycles: int) -> list[int]:
-        pending = None  # payload offered but not taken in the previous cycle
-        for _cycle in range(max_cycles):
-            self.ready.value = int(random.random() >= self.backpressure)
-            await ReadOnly()
-            valid = int(self.valid.value)
-            if pending is not None:
-                assert valid, "valid dropped before the transfer"
-                assert int(self.payload.value) == pending, "payload changed while valid"
-            if valid and int(self.ready.value):
-                self.items.append(int(self.payload.value))
-                pending = None
-            elif valid:
-                pending = int(self.payload.value)
-            await RisingEdge(self.clk)
-            if len(self.items) == count:
-                self.ready.value = 0
-                return self.items
-        raise AssertionError(f"timeout: {len(self.items)} of {count} outputs in {max_cycles}")
+from zeroskip.sim.streams import StreamSink, StreamSource
 
 
 class TB:
