@@ -183,7 +183,8 @@ def schedules(ctx, name, dense, acc_dense):
         final = _total_sparsity(m, keep)
         per = max(1, E // steps)
         iterative_prune(m, x, y, final, schedule=sched, steps=steps, epochs_per_step=per,
-                        final_epochs=E - per * steps, layer_sparsity=_layer_sparsity(m, keep, final),
+                        final_epochs=E - per * steps,
+                        layer_sparsity=_layer_sparsity(m, keep, final),
                         lr=c["lr"] / 2, batch_size=c["batch"],
                         loss_fn=distillation_loss(dense) if kd else None, seed=ctx.seed,
                         progress=ctx.progress)
@@ -511,7 +512,8 @@ def render_markdown(result, quick=False) -> str:
                  "fine-tuning on a subset of the training set. `index bits` = relative-index "
                  "bits (4-bit deltas, fillers included) to address the kept groups; "
                  "`element index bits` = the same mask addressed weight by weight.\n")
-        L.append("| granularity | sparsity | acc after pruning (quick mode only) | acc after fine-tune | "
+        L.append("| granularity | sparsity | acc after pruning (quick mode only) | "
+                 "acc after fine-tune | "
                  "index bits | element index bits |")
         L.append("|---|---:|---:|---:|---:|---:|")
         for r in gr:

@@ -17,18 +17,15 @@ training loop of :mod:`zeroskip.sw.train`. See ``docs/compression.md``.
 """
 
 from .distill import distillation_loss, soft_target_loss
-from .global_prune import (global_keep, normalize_scores, progressive_prune,
-                           uniform_to_params)
+from .global_prune import global_keep, normalize_scores, progressive_prune, uniform_to_params
 from .granularity import GRANULARITIES, granular_prune, group_ids, index_cost
-from .graph import (GraphError, UnsupportedLayerError, check_model, count_params, units,
-                    weight_count)
+from .graph import GraphError, UnsupportedLayerError, check_model, count_params, units, weight_count
 from .huffman import HuffmanCode, HuffmanError
 from .lowrank import low_rank, svd_linear
 from .report import CompressionReport, compression_report, quantized_copy
 from .schedule import SCHEDULES, iterative_prune, sparsity_schedule
 from .sharing import Codebook, finetune_centroids, share_weights, snap_int8
-from .structured import (CRITERIA, bn_l1_penalty, prune_structured, remove_units,
-                         unit_scores)
+from .structured import CRITERIA, bn_l1_penalty, prune_structured, remove_units, unit_scores
 from .ternary import ternarize, train_ternary
 
 __all__ = [

@@ -130,10 +130,10 @@ def progressive_prune(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
     first 2,000 training samples). ``cost_aware`` ranks units by de-biased score per parameter
     they free (see :func:`global_keep`; a number is used as ``cost_power``). It is off by
     default: on LeNet-300-100 it only ever removed first-layer neurons and left the second
-    layer at full width, ending with more parameters than uniform pruning. Each history record holds the round, the parameter count,
-    the units per layer and the accuracy after fine-tuning (rounds below the floor included);
-    the result holds the last model
-    whose accuracy was at least ``floor`` (the input model if even the first round fell below).
+    layer at full width, ending with more parameters than uniform pruning. Each history
+    record holds the round, the parameter count, the units per layer and the accuracy after
+    fine-tuning (rounds below the floor included); the result holds the last model whose
+    accuracy was at least ``floor`` (the input model if even the first round fell below).
     """
     if mode not in ("global", "uniform"):
         raise PruneError(f"mode must be 'global' or 'uniform', not {mode!r}")

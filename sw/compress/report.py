@@ -134,7 +134,8 @@ class CompressionReport:
                         f"({100 * r.density:.1f}%) | {r.bits_per_weight:.2f} | "
                         f"{r.bits_per_index:.2f} | {r.index_bits} | {r.dense_bytes} | "
                         f"{r.compressed_bytes} | {r.ratio:.1f}x |")
-        rows.append(f"| total{' (+%d other params)' % self.other_params if self.other_params else ''}"
+        other = f" (+{self.other_params} other params)" if self.other_params else ""
+        rows.append(f"| total{other}"
                     f" | | {self.weights} | {self.kept} ({100 * self.kept / self.weights:.1f}%)"
                     f" | | | | {self.dense_bytes} | {self.compressed_bytes} | "
                     f"{self.ratio:.1f}x |")

@@ -6,12 +6,26 @@ import pytest
 import torch
 from torch import nn
 
-from zeroskip.sw.compress import (GRANULARITIES, UnsupportedLayerError, count_params,
-                                  distillation_loss, global_keep, granular_prune, group_ids,
-                                  index_cost, iterative_prune, normalize_scores,
-                                  progressive_prune, prune_structured, remove_units,
-                                  sparsity_schedule, unit_scores, units, uniform_to_params,
-                                  weight_count)
+from zeroskip.sw.compress import (
+    GRANULARITIES,
+    UnsupportedLayerError,
+    count_params,
+    distillation_loss,
+    global_keep,
+    granular_prune,
+    group_ids,
+    index_cost,
+    iterative_prune,
+    normalize_scores,
+    progressive_prune,
+    prune_structured,
+    remove_units,
+    sparsity_schedule,
+    uniform_to_params,
+    unit_scores,
+    units,
+    weight_count,
+)
 from zeroskip.sw.compress.graph import GraphError, check_model
 from zeroskip.sw.compress.structured import bn_l1_penalty, unit_sizes
 from zeroskip.sw.data import load_digits

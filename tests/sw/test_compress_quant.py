@@ -10,10 +10,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from zeroskip.sw.compress import (HuffmanCode, HuffmanError, compression_report,
-                                  distillation_loss, finetune_centroids, low_rank,
-                                  quantized_copy, share_weights, soft_target_loss, svd_linear,
-                                  ternarize, train_ternary)
+from zeroskip.sw.compress import (
+    HuffmanCode,
+    HuffmanError,
+    compression_report,
+    distillation_loss,
+    finetune_centroids,
+    low_rank,
+    quantized_copy,
+    share_weights,
+    soft_target_loss,
+    svd_linear,
+    ternarize,
+    train_ternary,
+)
 from zeroskip.sw.compress.huffman import code_lengths
 from zeroskip.sw.compress.lowrank import choose_rank
 from zeroskip.sw.compress.report import weight_codes
