@@ -167,44 +167,74 @@ class Accelerator(wiring.Component):
         in_take = Signal()
         m.d.comb += in_take.eq(self.act_in.valid & self.act_in.ready)
 
-        # ---- scanner
-        sc_j = Signal(abits)
-        sc_bank = Signal(pbits)
-        sc_addr = Signal(bbits)
-        sc_ptr = Signal(p.ptr_addr_bits)
-        sv = Signal()
-        sv_bank = Signal(pbits)
+        # ---- scanner: one row of P activations (one per bank, same address) at a time; emits
+        # the row's nonzero activations lowest first, one per cycle, so a row costs
+        # max(1, nonzeros) cycles and up to P zeros are skipped per cycle.
+        sc_addr = Signal(bbits)            # bank address of the row on the read ports
+        sc_jbase = Signal(abits + 1)       # column index of the row's first activation
+        row_valid = Signal()
+        started = Signal()
+        emitted = Signal(P)
+        sv = Signal()                      # broadcast register: valid, pointer address, value
         sv_ptr = Signal(p.ptr_addr_bits)
+        sv_act = Signal(8)
         scanning = Signal()
-        sc_act = Signal(8)
-        sc_drop = Signal()
+        scan_done = Signal()
+        row_data = [Signal(8, name=f"row_data{i}") for i in range(P)]
+        in_range = Signal(P)
+        nonzero = Signal(P)
+        pending = Signal(P)
+        first = Signal(range(P))
+        first_bit = Signal(P)
         all_ready = Signal()
-        sc_take = Signal()
-        sc_adv = Signal()
+        out_free = Signal()
+        emit = Signal()
+        retire = Signal()
+        fetch = Signal()
+        for i in range(P):
+            m.d.comb += [
+                row_data[i].eq(Mux(buf, bank_rp[1][i].data, bank_rp[0][i].data)),
+                in_range[i].eq(sc_jbase + i < in_f),
+                nonzero[i].eq((row_data[i] != 0) | ~skip_zero),
+            ]
+        m.d.comb += pending.eq(Mux(row_valid, nonzero & in_range & ~emitted, 0))
+        for i in reversed(range(P)):
+            with m.If(pending[i]):
+                m.d.comb += [first.eq(i), first_bit.eq(1 << i)]
         m.d.comb += [
-            sc_act.eq(Array(Mux(buf, bank_rp[1][i].data, bank_rp[0][i].data)
-                            for i in range(P))[sv_bank]),
-            sc_drop.eq(skip_zero & (sc_act == 0)),
             all_ready.eq(Cat(f.w_stream.ready for f in fifos).all()),
-            sc_take.eq(sv & (sc_drop | all_ready)),
-            sc_adv.eq(~sv | sc_take),
+            out_free.eq(~sv | all_ready),
+            emit.eq(scanning & (pending != 0) & out_free),
+            # the row is done when nothing is left after this cycle's emission
+            retire.eq(scanning & row_valid & ((pending & ~Mux(emit, first_bit, 0)) == 0)),
+            fetch.eq(scanning & ((~row_valid & ~started) | retire)),
+            scan_done.eq(started & ~row_valid),
         ]
         for b in range(2):
             for i in range(P):
-                m.d.comb += [bank_rp[b][i].addr.eq(sc_addr), bank_rp[b][i].en.eq(sc_adv)]
-        for f in fifos:
-            m.d.comb += [f.w_stream.valid.eq(sv & ~sc_drop & all_ready),
-                         f.w_stream.payload.eq(Cat(sv_ptr, sc_act))]
-        with m.If(scanning & sc_adv):
-            with m.If(sc_j != in_f):
-                m.d.sync += [sv.eq(1), sv_bank.eq(sc_bank), sv_ptr.eq(sc_ptr),
-                             sc_j.eq(sc_j + 1), sc_ptr.eq(sc_ptr + 1)]
-                with m.If(sc_bank == P - 1):
-                    m.d.sync += [sc_bank.eq(0), sc_addr.eq(sc_addr + 1)]
-                with m.Else():
-                    m.d.sync += sc_bank.eq(sc_bank + 1)
+                m.d.comb += [bank_rp[b][i].addr.eq(Mux(row_valid, sc_addr + 1, sc_addr)),
+                             bank_rp[b][i].en.eq(fetch)]
+        with m.If(fetch):
+            m.d.sync += [emitted.eq(0), started.eq(1)]
+            with m.If(row_valid):
+                m.d.sync += [sc_addr.eq(sc_addr + 1), sc_jbase.eq(sc_jbase + P),
+                             row_valid.eq(sc_jbase + P < in_f)]
             with m.Else():
-                m.d.sync += sv.eq(0)
+                m.d.sync += row_valid.eq(in_f != 0)
+        with m.Elif(emit):
+            m.d.sync += emitted.eq(emitted | first_bit)
+        with m.If(emit):
+            m.d.sync += [sv.eq(1), sv_act.eq(Array(row_data)[first]),
+                         sv_ptr.eq(ptr_base + sc_jbase + first)]
+        with m.Elif(sv & all_ready):
+            m.d.sync += sv.eq(0)
+        for f in fifos:
+            m.d.comb += [f.w_stream.valid.eq(sv & all_ready),
+                         f.w_stream.payload.eq(Cat(sv_ptr, sv_act))]
+        skipped_now = Signal(range(P + 1))
+        m.d.comb += skipped_now.eq(Mux(retire & skip_zero,
+                                       sum((in_range[i] & (row_data[i] == 0)) for i in range(P)),
+                                       0))
 
         # ---- finalization writes into the other buffer
         for i, pe in enumerate(pes):
@@ -269,10 +299,10 @@ class Accelerator(wiring.Component):
         count(self.cycles, 1)
         count(self.useful_macs, sum(pe.useful for pe in pes))
         count(self.entries, sum(pe.issue for pe in pes))
-        count(self.skipped_acts, sv & sc_drop)
+        count(self.skipped_acts, skipped_now)
         for i, pe in enumerate(pes):
             count(self.pe_busy[i], pe.issue)
-            count(self.pe_stall[i], sv & ~sc_drop & ~fifos[i].w_stream.ready)
+            count(self.pe_stall[i], sv & ~fifos[i].w_stream.ready)
 
         # ---- sequencer
         with m.FSM():
@@ -300,12 +330,12 @@ class Accelerator(wiring.Component):
                              row_base.eq(desc_rd[DESC_ROW_BASE]),
                              requant.eq(desc_rd[DESC_FLAGS][0] & LDESC_REQUANT),
                              last.eq(layer + 1 == n_layers),
-                             sc_j.eq(0), sc_bank.eq(0), sc_addr.eq(0),
-                             sc_ptr.eq(desc_rd[DESC_PTR_BASE])]
+                             sc_addr.eq(0), sc_jbase.eq(0), started.eq(0), row_valid.eq(0),
+                             emitted.eq(0)]
                 m.next = "SCAN"
             with m.State("SCAN"):
                 m.d.comb += [self.busy.eq(1), counting.eq(1), scanning.eq(1)]
-                with m.If((sc_j == in_f) & ~sv & all_idle):
+                with m.If(scan_done & ~sv & all_idle):
                     m.d.comb += fin_start.eq(1)
                     m.next = "FINAL"
             with m.State("FINAL"):

@@ -15,8 +15,8 @@ Pipeline (one entry per cycle, no bubbles between columns)::
                          row across a column boundary see the new value)
 
 Finalization pipeline (one row per cycle): F0 read acc/bias/rq, F1 sum = acc + bias (clear acc),
-F2 product = sum * M, F3 round, shift, clamp, F4 write (activation bank, or acc for the output
-layer, which the read-out then streams and clears).
+F2 product = sum * M, F3 add the rounding bit, F4 shift and clamp, then write (activation bank,
+or acc for the output layer, which the read-out then streams and clears).
 """
 
 from __future__ import annotations
@@ -235,28 +235,34 @@ class PE(wiring.Component):
         prod3 = Signal(signed(p.acc_width + p.mult_bits + 1))
         m.d.sync += [fv3.eq(fv2), l3.eq(l2), sum3.eq(sum2), shift3.eq(shift2),
                      prod3.eq(sum2 * mult2)]
-        # F4
-        rounded = Signal(signed(p.acc_width + p.mult_bits + 2))
+        # F3b: add the rounding bit (registered: the carry chain and the shifter get a cycle each)
         # |prod3| < 2**(acc_width + mult_bits - 1): a shift beyond acc_width + mult_bits always
         # gives 0 (or a clamped negative), as in the reference; below it the rounding bit fits.
-        huge = Signal()
-        m.d.comb += [
-            huge.eq(shift3 > p.acc_width + p.mult_bits),
+        wide = signed(p.acc_width + p.mult_bits + 2)
+        fvr, lr = Signal(), Signal(self.row_bits)
+        sumr = Signal(acc_shape)
+        shiftr = Signal(p.shift_bits)
+        huger = Signal()
+        rounded = Signal(wide)
+        m.d.sync += [
+            fvr.eq(fv3), lr.eq(l3), sumr.eq(sum3), shiftr.eq(shift3),
+            huger.eq(shift3 > p.acc_width + p.mult_bits),
             rounded.eq(prod3 + (Const(1, unsigned(p.acc_width + p.mult_bits + 1))
                                 << (shift3 - 1)[:p.shift_bits])),
         ]
-        shifted = Signal(signed(p.acc_width + p.mult_bits + 2))
-        m.d.comb += shifted.eq(rounded >> shift3)
+        # F4: shift and clamp
+        shifted = Signal(wide)
+        m.d.comb += shifted.eq(rounded >> shiftr)
         fv4, l4 = Signal(), Signal(self.row_bits)
         q4 = Signal(8)
         sum4 = Signal(acc_shape)
-        m.d.sync += [fv4.eq(fv3), l4.eq(l3), sum4.eq(sum3),
-                     q4.eq(Mux(huge | (shifted < 0), 0, Mux(shifted > 255, 255, shifted[:8])))]
+        m.d.sync += [fv4.eq(fvr), l4.eq(lr), sum4.eq(sumr),
+                     q4.eq(Mux(huger | (shifted < 0), 0, Mux(shifted > 255, 255, shifted[:8])))]
         m.d.comb += [
             self.out_addr.eq(l4),
             self.out_data.eq(q4),
             self.out_en.eq(fv4 & ~fin_last),
-            self.fin_done.eq(~fin_active & ~fv1 & ~fv2 & ~fv3 & ~fv4 & ~self.fin_start),
+            self.fin_done.eq(~fin_active & ~fv1 & ~fv2 & ~fv3 & ~fvr & ~fv4 & ~self.fin_start),
         ]
 
         # ---- shared accumulator ports
