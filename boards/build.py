@@ -38,6 +38,7 @@ __all__ = [
     "build_board",
     "default_top",
     "main",
+    "parse_critical_path",
     "parse_nextpnr_report",
 ]
 
@@ -212,6 +213,40 @@ def parse_nextpnr_report(report: dict, family: str) -> dict:
     return out
 
 
+def parse_critical_path(log: str) -> dict | None:
+    """The last ``Critical path report`` of a nextpnr log: source and sink cells, total delay,
+    logic/routing split, and the RTL source lines on the path (``None`` if there is none)."""
+    import re
+
+    start = log.rfind("Critical path report for clock")
+    if start < 0:
+        return None
+    lines = log[start:].split("\n\n", 1)[0].splitlines()
+    step = re.compile(r"Info:\s+(clk-to-q|routing|logic|setup)\s+([\d.]+)\s+([\d.]+)\s+(.*)")
+    steps = [m for m in map(step.match, lines) if m]
+    if not steps:
+        return None
+    split: dict[str, float] = {}
+    for m in steps:
+        split[m.group(1)] = round(split.get(m.group(1), 0.0) + float(m.group(2)), 2)
+    cells = [ln.split(kind, 1)[1].strip() for ln in lines for kind in ("Source ", "Sink ")
+             if kind in ln]
+    rtl = []
+    for ln in lines:
+        m = re.search(r"(\S+\.py:\d+)", ln)
+        if m and m.group(1) not in rtl:
+            rtl.append(m.group(1))
+    return {
+        "clock": lines[0].split("clock", 1)[1].split("(")[0].strip().strip("'"),
+        "source": cells[0] if cells else None,
+        "sink": cells[-1] if cells else None,
+        "total_ns": float(steps[-1].group(3)),
+        "split_ns": split,
+        "steps": len(steps),
+        "rtl": rtl,
+    }
+
+
 def build_board(
     board: str | Board,
     top_factory: Callable[[str], tuple[Elaboratable, dict]] | None = None,
@@ -286,6 +321,9 @@ def build_board(
     )
     result["bitstream_bytes"] = bitstream.stat().st_size if bitstream.exists() else None
     result["seconds"] = round(elapsed, 1)
+    tim = build_path / f"{name}.tim"
+    if tim.exists():
+        result["critical_path"] = parse_critical_path(tim.read_text(errors="replace"))
     fmax = result["fmax_mhz"]
     result["timing_met"] = fmax is not None and fmax >= spec.target_mhz
     (build_path / "report.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
