@@ -353,33 +353,58 @@ def run(dataset: str = "fashion-mnist", *, quick: bool = False, out: str = "docs
                 slimming(ctx, name, factories[key])
     ctx.extra["seconds"] = round(time.time() - ctx.t0, 1)
     ctx.extra["quick"] = quick
+    if set(only) != set(EXPERIMENTS):
+        ctx.extra["merged_runs"] = [{"only": sorted(only), "models": list(models)}]
     outdir = Path(out)
     (outdir / "img").mkdir(parents=True, exist_ok=True)
     result = {"records": ctx.records, "extra": _jsonable(ctx.extra)}
     old_path = outdir / "results.json"
     if merge and old_path.exists():
-        old = json.loads(old_path.read_text())
-        new_keys = {(r["model"], r["method"]) for r in ctx.records}
-        recs = [r for r in old["records"] if (r["model"], r["method"]) not in new_keys]
-        for r in ctx.records:                 # keep the old order, new ones where they were
-            recs.append(r)
-        order = {(r["model"], r["method"]): i for i, r in enumerate(old["records"])}
-        recs.sort(key=lambda r: order.get((r["model"], r["method"]), len(order)))
-        extra = old.get("extra", {})
-        for k, v in result["extra"].items():
-            if isinstance(v, dict) and isinstance(extra.get(k), dict):
-                extra[k].update(v)
-            elif k == "seconds":
-                extra["seconds_merged_run"] = v
-            else:
-                extra[k] = v
-        extra.setdefault("merged_runs", []).append(
-            {"only": sorted(only), "models": list(models), "seconds": result["extra"]["seconds"]})
-        result = {"records": recs, "extra": extra}
+        result = merge_results(json.loads(old_path.read_text()), result, sorted(only),
+                               list(models))
     (outdir / "results.json").write_text(json.dumps(result, indent=1) + "\n")
     if plots:
         _plots(result, outdir / "img")
     (outdir / "results.md").write_text(render_markdown(result, quick))
+    return result
+
+
+def merge_results(old: dict, new: dict, only=None, models=None) -> dict:
+    """``old`` with the records of ``new`` replacing those with the same model and method
+    (in ``old``'s order; new ones at the end) and ``new``'s extras merged in."""
+    new_keys = {(r["model"], r["method"]) for r in new["records"]}
+    recs = [r for r in old["records"] if (r["model"], r["method"]) not in new_keys]
+    recs += new["records"]
+    order = {(r["model"], r["method"]): i for i, r in enumerate(old["records"])}
+    recs.sort(key=lambda r: order.get((r["model"], r["method"]), len(order)))
+    extra = dict(old.get("extra", {}))
+    for k, v in new.get("extra", {}).items():
+        if isinstance(v, dict) and isinstance(extra.get(k), dict):
+            extra[k] = {**extra[k], **v}
+        elif k == "seconds":
+            pass
+        elif k not in ("quick", "merged_runs"):
+            extra[k] = v
+    methods = sorted({r["method"] for r in new["records"] if r["method"] != "dense"})
+    extra.setdefault("merged_runs", []).append(
+        {"only": only or [], "models": models or sorted({r["model"] for r in new["records"]}),
+         "methods": methods, "seconds": new.get("extra", {}).get("seconds", 0)})
+    return {"records": recs, "extra": extra}
+
+
+def merge_file(new_path: str, out: str = "docs", plots: bool = True) -> dict:
+    """Merge the ``results.json`` of a partial run into ``<out>/results.json`` and re-render
+    ``results.md`` and the plots (what ``--merge-from`` does)."""
+    outdir = Path(out)
+    old = json.loads((outdir / "results.json").read_text())
+    new = json.loads(Path(new_path).read_text())
+    merged_runs = new.get("extra", {}).get("merged_runs", [])
+    only = merged_runs[-1]["only"] if merged_runs else None
+    result = merge_results(old, new, only)
+    (outdir / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    if plots:
+        _plots(result, outdir / "img")
+    (outdir / "results.md").write_text(render_markdown(result, bool(old["extra"].get("quick"))))
     return result
 
 
@@ -470,11 +495,13 @@ def render_markdown(result, quick=False) -> str:
              "described in `docs/compression.md`.")
     L.append("")
     for mr in extra.get("merged_runs", []):
-        L.append(f"Records of the experiments {', '.join(mr['only'])} for "
-                 f"{', '.join(mr['models'])} come from a later run of the same script with "
-                 f"`--only {','.join(mr['only'])} --merge` ({mr['seconds']:.0f} s), after the "
-                 "default of `progressive_prune(cost_aware=...)` changed to off; that run "
-                 "retrains the same dense model with the same seed (its `acc dense` column "
+        if not mr.get("methods"):
+            continue
+        L.append(f"The records {', '.join(mr.get('methods', []))} come from a later run of "
+                 f"the same script (`--only {','.join(mr['only'])}`, "
+                 f"{mr.get('seconds', 0):.0f} s) merged in with `--merge`/`--merge-from`, made "
+                 "after the default of `progressive_prune(cost_aware=...)` changed to off; "
+                 "that run retrains the dense model with the same seed (its `acc dense` column "
                  "shows the baseline it used).\n")
     if quick:
         L.append("**Quick mode: the 8x8 digits with small models; a smoke test of the script, "
@@ -601,6 +628,9 @@ def main(argv=None) -> int:
                     help=f"comma-separated subset of: {', '.join(EXPERIMENTS)}")
     ap.add_argument("--merge", action="store_true",
                     help="keep the other records of an existing OUT/results.json")
+    ap.add_argument("--merge-from", default=None, metavar="JSON",
+                    help="run nothing: merge the results.json of a partial run into "
+                         "OUT/results.json and re-render")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     models = [m.strip() for m in a.models.split(",") if m.strip()]
@@ -614,6 +644,9 @@ def main(argv=None) -> int:
             print(f"error: unknown experiment {e!r}; choose from {', '.join(EXPERIMENTS)}",
                   file=sys.stderr)
             return 2
+    if a.merge_from:
+        merge_file(a.merge_from, a.out, plots=not a.no_plots)
+        return 0
     try:
         run(a.dataset, quick=a.quick, out=a.out, data_path=a.data_path, models=models,
             seed=a.seed, progress=not a.no_progress, plots=not a.no_plots, only=only,
