@@ -8,20 +8,22 @@ requantizes (or keeps the int32 sum for the output layer) and writes the result.
 
 Pipeline (one entry per cycle, no bubbles between columns)::
 
-    S1  pointer fetch    ptr[j], ptr[j+1] read; empty columns are dropped here
-    S2  entry issue      entry address = the current column's next entry, or the next column's first
+    S1  pointer fetch    ptr[j], ptr[j+1] read; empty columns are dropped here, nonempty ones go
+                         into a two-entry job queue
+    S2  entry issue      entry address = the current column's next entry, or the next job's first
     S3  decode           row = delta (first of column) or row + delta + 1; acc[row] read; w * a
     S4  accumulate       acc[row] += w * a (the read port is transparent: back-to-back hits on one
                          row across a column boundary see the new value)
 
 Finalization pipeline (one row per cycle): F0 read acc/bias/rq, F1 sum = acc + bias (clear acc),
-F2 product = sum * M, F3 add the rounding bit, F4 shift and clamp, then write (activation bank,
-or acc for the output layer, which the read-out then streams and clears).
+F2 product = sum * M, F3 add the rounding bit, F4a shift by 8*(S//8), F4b shift by S%8 and clamp,
+then write (activation bank, or acc for the output layer, which the read-out then streams and
+clears).
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -150,13 +152,23 @@ class PE(wiring.Component):
         s2_act = Signal(8)
         s2_has = Signal()
         s1_empty = Signal()
-        s2_take = Signal()
         s1_free = Signal()
+        # a two-entry job queue between S1 and S2: S1 keeps dropping empty columns while S2
+        # streams a long one, so S2 finds the next nonempty column waiting
+        jq_full = Signal()
+        jq_push = Signal()
+        jq_pop = Signal()
+        jv = [Signal(name=f"jq_valid{i}") for i in range(2)]
+        jstart = [Signal(p.entry_addr_bits, name=f"jq_start{i}") for i in range(2)]
+        jend = [Signal(p.entry_addr_bits, name=f"jq_end{i}") for i in range(2)]
+        jact = [Signal(8, name=f"jq_act{i}") for i in range(2)]
         m.d.comb += [
             s2_has.eq(s2_cur != s2_end),
             s1_empty.eq(ptr0.data == ptr1.data),
-            s2_take.eq(s1_valid & ~s1_empty & ~s2_has),
-            s1_free.eq(~s1_valid | s1_empty | s2_take),
+            jq_full.eq(jv[1]),
+            jq_push.eq(s1_valid & ~s1_empty & ~jq_full),
+            jq_pop.eq(jv[0] & ~s2_has),
+            s1_free.eq(~s1_valid | s1_empty | ~jq_full),
             self.col.ready.eq(s1_free),
             ptr0.addr.eq(self.col.payload.ptr),
             ptr1.addr.eq(self.col.payload.ptr + 1),
@@ -165,19 +177,34 @@ class PE(wiring.Component):
         ]
         with m.If(s1_free):
             m.d.sync += [s1_valid.eq(self.col.valid), s1_act.eq(self.col.payload.act)]
+        new_job = [ptr0.data, ptr1.data, s1_act]
+        with m.If(jq_pop):
+            with m.If(jq_push):      # jv[1] is 0 here (no push when full)
+                m.d.sync += [jstart[0].eq(new_job[0]), jend[0].eq(new_job[1]),
+                             jact[0].eq(new_job[2])]
+            with m.Else():
+                m.d.sync += [jstart[0].eq(jstart[1]), jend[0].eq(jend[1]), jact[0].eq(jact[1]),
+                             jv[0].eq(jv[1]), jv[1].eq(0)]
+        with m.Elif(jq_push):
+            with m.If(~jv[0]):
+                m.d.sync += [jstart[0].eq(new_job[0]), jend[0].eq(new_job[1]),
+                             jact[0].eq(new_job[2]), jv[0].eq(1)]
+            with m.Else():
+                m.d.sync += [jstart[1].eq(new_job[0]), jend[1].eq(new_job[1]),
+                             jact[1].eq(new_job[2]), jv[1].eq(1)]
 
         # ---- S2: entry issue
         v3 = Signal()
         a3 = Signal(8)
         first3 = Signal()
-        m.d.comb += ent.addr.eq(Mux(s2_has, s2_cur, ptr0.data))
+        m.d.comb += ent.addr.eq(Mux(s2_has, s2_cur, jstart[0]))
         with m.If(s2_has):
             m.d.sync += s2_cur.eq(s2_cur + 1)
-        with m.Elif(s2_take):
-            m.d.sync += [s2_cur.eq(ptr0.data + 1), s2_end.eq(ptr1.data), s2_act.eq(s1_act)]
-        m.d.sync += [v3.eq(s2_has | s2_take), a3.eq(Mux(s2_has, s2_act, s1_act)),
-                     first3.eq(s2_take)]
-        m.d.comb += self.issue.eq(s2_has | s2_take)
+        with m.Elif(jq_pop):
+            m.d.sync += [s2_cur.eq(jstart[0] + 1), s2_end.eq(jend[0]), s2_act.eq(jact[0])]
+        m.d.sync += [v3.eq(s2_has | jq_pop), a3.eq(Mux(s2_has, s2_act, jact[0])),
+                     first3.eq(jq_pop)]
+        m.d.comb += self.issue.eq(s2_has | jq_pop)
 
         # ---- S3: decode, accumulator read, multiply
         e = data.View(elay, ent.data)
@@ -193,7 +220,7 @@ class PE(wiring.Component):
         m.d.comb += self.useful.eq(v3 & (e.weight != 0) & (a3 != 0))
 
         # ---- S4: accumulate (write port shared with finalization and read-out, see below)
-        m.d.comb += self.idle.eq(~s1_valid & ~s2_has & ~v3 & ~v4)
+        m.d.comb += self.idle.eq(~s1_valid & ~jv[0] & ~jv[1] & ~s2_has & ~v3 & ~v4)
 
         # ---- finalization
         fin_active = Signal()
@@ -250,19 +277,31 @@ class PE(wiring.Component):
             rounded.eq(prod3 + (Const(1, unsigned(p.acc_width + p.mult_bits + 1))
                                 << (shift3 - 1)[:p.shift_bits])),
         ]
-        # F4: shift and clamp
+        # F4a: coarse shift by a multiple of 8 (registered); F4b: fine shift by 0..7 and clamp.
+        # The clamp needs no wide comparison: negative -> 0 (sign bit), any bit above bit 7 of a
+        # non-negative value -> 255.
+        fvs, ls = Signal(), Signal(self.row_bits)
+        sums = Signal(acc_shape)
+        hugs = Signal()
+        fine = Signal(3)
+        coarse = Signal(wide)
+        m.d.sync += [fvs.eq(fvr), ls.eq(lr), sums.eq(sumr), hugs.eq(huger),
+                     fine.eq(shiftr[:3]),
+                     coarse.eq(rounded >> Cat(Const(0, 3), shiftr[3:]))]
         shifted = Signal(wide)
-        m.d.comb += shifted.eq(rounded >> shiftr)
+        m.d.comb += shifted.eq(coarse >> fine)
         fv4, l4 = Signal(), Signal(self.row_bits)
         q4 = Signal(8)
         sum4 = Signal(acc_shape)
-        m.d.sync += [fv4.eq(fvr), l4.eq(lr), sum4.eq(sumr),
-                     q4.eq(Mux(huger | (shifted < 0), 0, Mux(shifted > 255, 255, shifted[:8])))]
+        negative = shifted[-1]
+        m.d.sync += [fv4.eq(fvs), l4.eq(ls), sum4.eq(sums),
+                     q4.eq(Mux(hugs | negative, 0,
+                               Mux(shifted[8:].any(), 255, shifted[:8])))]
         m.d.comb += [
             self.out_addr.eq(l4),
             self.out_data.eq(q4),
             self.out_en.eq(fv4 & ~fin_last),
-            self.fin_done.eq(~fin_active & ~fv1 & ~fv2 & ~fv3 & ~fvr & ~fv4 & ~self.fin_start),
+            self.fin_done.eq(~fin_active & ~fv1 & ~fv2 & ~fv3 & ~fvr & ~fvs & ~fv4 & ~self.fin_start),
         ]
 
         # ---- shared accumulator ports

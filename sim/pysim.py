@@ -9,6 +9,8 @@ back-pressure on sinks come from one seeded generator.
 from __future__ import annotations
 
 import random
+
+import numpy as np
 from dataclasses import dataclass, field
 
 from amaranth.sim import Simulator
@@ -72,7 +74,7 @@ def run_pysim(pm: PackedModel, inputs, *, skip_zero_acts: bool = True, idle: flo
                 await stream_put(ctx, dut.act_in, int(a), rng, idle)
             for _ in range(out_n):
                 outs.append(await stream_get(ctx, dut.result, rng, backpressure))
-            result.outputs.append([int(v) for v in outs])
+            result.outputs.append([int(v) for v in pm.from_hw_order(np.array(outs))])
             while ctx.get(dut.busy):
                 await ctx.tick()
             c = {k: ctx.get(getattr(dut, k)) for k in COUNTERS}

@@ -41,7 +41,7 @@ class Case:
 
 @dataclass
 class CaseResult:
-    outputs: np.ndarray
+    outputs: np.ndarray                     # (N, out) in the model's original output order
     counters: list[dict] = field(default_factory=list)
 
 
@@ -61,8 +61,9 @@ def _job(cases: list[Case], params: HwParams, result: Path) -> dict:
             "name": c.name,
             "words": encode_commands(params, load_commands(c.model, c.skip_zero_acts)),
             "inputs": inputs.astype(int).tolist(),
-            "expected": None if c.expected is None else np.asarray(c.expected).astype(int)
-            .reshape(len(inputs), out_f).tolist(),
+            # the hardware emits the last layer's rows in hardware order
+            "expected": None if c.expected is None else c.model.to_hw_order(
+                np.asarray(c.expected).astype(int).reshape(len(inputs), out_f)).tolist(),
             "out_features": out_f,
             "idle": float(c.idle),
             "backpressure": float(c.backpressure),
@@ -101,5 +102,5 @@ def run_cases(params: HwParams, cases: list[Case], *, seed: int | None = None,
                 raise traced from None
             raise first from None  # not reproduced with tracing on: report the original
         data = json.loads(result.read_text())
-    return [CaseResult(np.asarray(r["outputs"], dtype=np.int64), r["counters"])
-            for r in data["cases"]]
+    return [CaseResult(c.model.from_hw_order(np.asarray(r["outputs"], dtype=np.int64)),
+                       r["counters"]) for c, r in zip(cases, data["cases"])]

@@ -3,8 +3,8 @@
 The model follows the micro-architecture of ``docs/hardware.md`` column by column: the scanner
 reads one activation per cycle and broadcasts each nonzero one (every one, with skipping off) to
 all PE queues, waiting while any queue is full; each PE takes a column from its queue into its
-pointer stage, drops empty columns there in one cycle, and issues one entry per cycle from its
-entry stage, back to back across columns. After the last PE drains, every PE finalizes its rows
+pointer stage, drops empty columns there in one cycle, passes nonempty ones through a two-entry
+job queue, and issues one entry per cycle from its entry stage, back to back across columns. After the last PE drains, every PE finalizes its rows
 (one per cycle, pipelined). It is an event model, not a simulation of every signal: constants
 for pipeline latencies were read off the RTL and are checked against it by the tests and
 ``nox -s bench``.
@@ -25,7 +25,7 @@ __all__ = ["LayerCycles", "predict_layer", "predict", "useful_macs", "dense_macs
 SCAN_LATENCY = 1      # bank read -> broadcast register
 QUEUE_LATENCY = 2     # broadcast -> visible at the PE's queue output (buffered FIFO)
 DRAIN = 3             # last entry issued -> accumulated and idle
-FINAL_LATENCY = 7     # finalization pipeline depth plus start/done handshakes
+FINAL_LATENCY = 8     # finalization pipeline depth plus start/done handshakes
 LAYER_OVERHEAD = 1    # descriptor fetch, scan start and state changes per layer
 
 
@@ -52,7 +52,8 @@ def dense_macs(pm: PackedModel) -> int:
 
 
 def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True) -> LayerCycles:
-    """Cycles of one layer for one input vector ``x`` (uint8 codes of that layer's input)."""
+    """Cycles of one layer for one input vector ``x`` (uint8 codes of that layer's input, in
+    hardware order: see :attr:`~zeroskip.sw.pack.PackedLayer.in_perm`)."""
     p = pm.params
     pl = pm.layers[layer]
     x = np.asarray(x, dtype=np.int64).reshape(-1)
@@ -63,6 +64,7 @@ def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True) -
     take = [[] for _ in range(P)]   # cycle PE q's pointer stage took column k
     s1_free = [0] * P               # earliest cycle the pointer stage can take a column
     s2_free = [0] * P               # earliest cycle the entry stage can start a column
+    jobs = [[] for _ in range(P)]   # cycle the entry stage started each nonempty column
     n_rows = (x.size + P - 1) // P
     row_of = cols // P
     t = 1                           # the cycle row 0 is on the bank read ports
@@ -78,15 +80,18 @@ def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True) -
                 push = max(push, max(take[q][k - cap] for q in range(P)) + 1)
             push_prev = push
             for q in range(P):
-                a = max(push + QUEUE_LATENCY, s1_free[q])
+                a = max(push + QUEUE_LATENCY, s1_free[q])   # pointer stage takes the column
                 take[q].append(a)
                 n = int(counts[q, j])
                 if n == 0:
-                    s1_free[q] = a + 1
-                else:
-                    b = max(a + 1, s2_free[q])
-                    s2_free[q] = b + n
-                    s1_free[q] = b
+                    s1_free[q] = a + 1                         # dropped
+                    continue
+                pops = jobs[q]
+                u = a + 1 if len(pops) < 2 else max(a + 1, pops[-2] + 1)  # into the job queue
+                b = max(u + 1, s2_free[q])                     # entry stage starts it
+                pops.append(b)
+                s2_free[q] = b + n
+                s1_free[q] = u
             t = e + 1
             k += 1
         t = max(t, start + 1)                          # an empty row still takes a cycle
@@ -95,7 +100,7 @@ def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True) -
     finalize = rows + FINAL_LATENCY
     sel = counts[:, cols]
     work = [int(v) for v in sel.sum(axis=1)]
-    w = pl.q.weight
+    w = pl.hw_weight()
     useful = int(((w != 0) @ (x != 0).astype(np.int64)).sum())
     return LayerCycles(end + finalize + LAYER_OVERHEAD, end, finalize, useful, int(sel.sum()),
                        work)
@@ -105,4 +110,6 @@ def predict(pm: PackedModel, x, skip_zero_acts: bool = True) -> list[LayerCycles
     """Per-layer predictions for one input vector (activations from the reference)."""
     x = np.asarray(x, dtype=np.int64).reshape(-1)
     acts = [x] + [a.numpy().reshape(-1) for a in run_model(pm, x, return_all=True)[:-1]]
-    return [predict_layer(pm, i, a, skip_zero_acts) for i, a in enumerate(acts)]
+    # each layer sees its input in hardware order (the previous layer's row permutation)
+    return [predict_layer(pm, i, a[pm.layers[i].in_perm], skip_zero_acts)
+            for i, a in enumerate(acts)]

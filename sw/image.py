@@ -77,7 +77,8 @@ def load_commands(pm: PackedModel, skip_zero_acts: bool = True) -> list[LoadCmd]
             entry_base[pe] += len(pl.entries[pe])
             rows = range(pe, q.out_features, p.pes)
             assert len(rows) == local_rows(q.out_features, p.pes, pe)
-            for l, r in enumerate(rows):
+            for l, r_hw in enumerate(rows):
+                r = int(pl.perm[r_hw])      # the original row this hardware row computes
                 cmds.append(LoadCmd(MEM_BIAS, pe, row_base + l, int(q.bias[r]) & 0xFFFFFFFF))
                 rq = (int(q.mult[r]) | int(q.shift[r]) << 16) if q.requant else 0
                 cmds.append(LoadCmd(MEM_RQ, pe, row_base + l, rq))

@@ -24,12 +24,14 @@ from .params import HwParams, ParamError
 from .quant import QLayer, QModel
 
 __all__ = ["MAGIC", "VERSION", "PackedLayer", "PackedModel", "pack_layer", "pack_model",
+           "balance_rows",
            "unpack_layer", "write_model", "read_model", "save", "load", "check_fits",
            "FormatError", "FitError", "ENC_RELATIVE"]
 
 MAGIC = b"ZSKM"
 VERSION = 1
 ENC_RELATIVE = 0
+SECTIONS_PER_LAYER = 6          # LAYR BIAS RQNT PTRS ENTR PERM
 KIND_FC = 0
 FLAG_REQUANT = 1
 
@@ -42,11 +44,31 @@ _LAYR = struct.Struct("<IIBBBBff")
 
 @dataclass
 class PackedLayer:
-    """Per-PE streams of one layer plus its integer parameters."""
+    """Per-PE streams of one layer plus its integer parameters.
+
+    ``q`` is the layer in its original row and column order. The streams are in *hardware
+    order*: hardware row ``r`` (PE ``r % pes``, local row ``r // pes``) computes original output
+    ``perm[r]``, and stream column ``c`` is the layer's input at hardware position ``c``, i.e.
+    original input ``in_perm[c]`` (the previous layer's ``perm``; the identity for layer 0).
+    """
     q: QLayer
     ptrs: list[np.ndarray]      # per PE: uint32 (in_features + 1,), ptrs[p][0] == 0
     entries: list[np.ndarray]   # per PE: uint16 entry bits
     encoding: int = ENC_RELATIVE
+    perm: np.ndarray | None = None      # hardware row -> original row (None: identity)
+    in_perm: np.ndarray | None = None   # hardware input position -> original input
+
+    def __post_init__(self):
+        if self.perm is None:
+            self.perm = np.arange(self.q.out_features)
+        if self.in_perm is None:
+            self.in_perm = np.arange(self.q.in_features)
+        self.perm = np.asarray(self.perm, dtype=np.int64)
+        self.in_perm = np.asarray(self.in_perm, dtype=np.int64)
+
+    def hw_weight(self) -> np.ndarray:
+        """The weight matrix in hardware order (what the streams encode)."""
+        return np.asarray(self.q.weight)[self.perm][:, self.in_perm]
 
     @property
     def n_entries(self) -> int:
@@ -73,16 +95,54 @@ class PackedModel:
     def qmodel(self) -> QModel:
         return QModel([pl.q for pl in self.layers], self.input_scale)
 
+    def to_hw_order(self, out: np.ndarray) -> np.ndarray:
+        """Reference outputs (original order) as the hardware emits them."""
+        return np.asarray(out)[..., self.layers[-1].perm]
+
+    def from_hw_order(self, out_hw: np.ndarray) -> np.ndarray:
+        """Hardware outputs back in the model's original output order."""
+        out_hw = np.asarray(out_hw)
+        out = np.empty_like(out_hw)
+        out[..., self.layers[-1].perm] = out_hw
+        return out
+
 
 def local_rows(out_features: int, pes: int, pe: int) -> int:
     """Rows of a layer with ``out_features`` rows that PE ``pe`` owns."""
     return max(0, (out_features - pe + pes - 1) // pes)
 
 
-def pack_layer(q: QLayer, params: HwParams, dense: bool = False) -> PackedLayer:
+def balance_rows(weight: np.ndarray, pes: int) -> np.ndarray:
+    """A row permutation that balances nonzero weights across PEs.
+
+    Greedy (longest processing time first): rows by decreasing nonzero count, each to the PE
+    with the fewest nonzeros among those with a free slot; PE ``p`` gets exactly
+    ``local_rows(out, pes, p)`` rows. Returns ``perm`` with ``perm[hardware row] = row``.
+    """
+    out_f = weight.shape[0]
+    nnz = np.count_nonzero(weight, axis=1)
+    slots = [local_rows(out_f, pes, p) for p in range(pes)]
+    load = [0] * pes
+    assigned: list[list[int]] = [[] for _ in range(pes)]
+    for r in np.argsort(-nnz, kind="stable"):
+        p = min((q for q in range(pes) if len(assigned[q]) < slots[q]),
+                key=lambda q: (load[q], q))
+        assigned[p].append(int(r))
+        load[p] += int(nnz[r])
+    perm = np.empty(out_f, dtype=np.int64)
+    for p in range(pes):
+        for l, r in enumerate(sorted(assigned[p])):
+            perm[p + pes * l] = r
+    return perm
+
+
+def pack_layer(q: QLayer, params: HwParams, dense: bool = False, perm=None,
+               in_perm=None) -> PackedLayer:
     """Encode one layer. ``dense=True`` stores every weight, zeros included (delta always 0):
-    the dense baseline the same hardware runs for speedup measurements."""
-    w = np.asarray(q.weight)
+    the dense baseline the same hardware runs for speedup measurements. ``perm`` and
+    ``in_perm`` put rows and columns in hardware order (see :class:`PackedLayer`)."""
+    layer = PackedLayer(q, [], [], perm=perm, in_perm=in_perm)
+    w = layer.hw_weight()
     out_f, in_f = w.shape
     P, maxd = params.pes, params.max_delta
     wb = params.weight_bits
@@ -107,7 +167,8 @@ def pack_layer(q: QLayer, params: HwParams, dense: bool = False) -> PackedLayer:
             ptr[j + 1] = len(ent)
         ptrs.append(ptr)
         entries.append(np.asarray(ent, dtype=np.uint16))
-    return PackedLayer(q, ptrs, entries)
+    layer.ptrs, layer.entries = ptrs, entries
+    return layer
 
 
 def unpack_layer(ptrs, entries, out_features: int, in_features: int, params: HwParams,
@@ -188,10 +249,23 @@ def check_fits(layers: list[QLayer], params: HwParams, entries_per_pe=None) -> N
                            f"entry_depth={params.entry_depth}")
 
 
-def pack_model(qmodel: QModel, params: HwParams, dense: bool = False) -> PackedModel:
-    """Pack every layer for ``params``; raises :class:`FitError` when it does not fit."""
+def pack_model(qmodel: QModel, params: HwParams, dense: bool = False,
+               balance: bool = True) -> PackedModel:
+    """Pack every layer for ``params``; raises :class:`FitError` when it does not fit.
+
+    ``balance`` permutes each layer's rows so that every PE gets about the same number of
+    nonzero weights (:func:`balance_rows`); the next layer's columns follow the permutation, so
+    only the last layer's outputs come out permuted (the host puts them back in order).
+    The dense packing is never permuted.
+    """
     check_fits(qmodel.layers, params)
-    layers = [pack_layer(q, params, dense=dense) for q in qmodel.layers]
+    layers = []
+    in_perm = None
+    for q in qmodel.layers:
+        perm = balance_rows(q.weight, params.pes) if balance and not dense else None
+        pl = pack_layer(q, params, dense=dense, perm=perm, in_perm=in_perm)
+        layers.append(pl)
+        in_perm = pl.perm
     per_pe = [sum(len(pl.entries[p]) for pl in layers) for p in range(params.pes)]
     check_fits(qmodel.layers, params, per_pe)
     return PackedModel(params, float(qmodel.input_scale), layers)
@@ -232,6 +306,7 @@ def to_bytes(pm: PackedModel) -> bytes:
         secs.append(_section(b"RQNT", rq.tobytes()))
         secs.append(_section(b"PTRS", np.concatenate(pl.ptrs).astype("<u4").tobytes()))
         secs.append(_section(b"ENTR", np.concatenate(pl.entries).astype("<u2").tobytes()))
+        secs.append(_section(b"PERM", np.asarray(pl.perm, dtype="<u4").tobytes()))
     head = _HEADER.pack(MAGIC, VERSION, 0, len(secs), 0)[:12]
     return head + struct.pack("<I", zlib.crc32(head)) + b"".join(secs)
 
@@ -292,11 +367,13 @@ def from_bytes(blob: bytes, where: str = "model file") -> PackedModel:
     _need(reserved == 0, f"{where}: MODL: reserved field is not zero")
     _need(1 <= n_layers <= params.max_layers,
           f"{where}: MODL: {n_layers} layers (the hardware takes 1..{params.max_layers})")
-    _need(n_secs == 2 + 5 * n_layers, f"{where}: header says {n_secs} sections, "
-                                      f"{n_layers} layers need {2 + 5 * n_layers}")
+    _need(n_secs == 2 + SECTIONS_PER_LAYER * n_layers,
+          f"{where}: header says {n_secs} sections, {n_layers} layers need "
+          f"{2 + SECTIONS_PER_LAYER * n_layers}")
     _need(np.isfinite(input_scale) and input_scale > 0, f"{where}: MODL: bad input scale")
     layers = []
     prev_out = in_features
+    in_perm = np.arange(in_features)
     for i in range(n_layers):
         lw = f"{where}: layer {i}"
         ly = r.section(b"LAYR")
@@ -338,13 +415,21 @@ def from_bytes(blob: bytes, where: str = "model file") -> PackedModel:
         offs = np.concatenate([[0], np.cumsum(counts)])
         entries = [en[offs[p]:offs[p + 1]].copy() for p in range(P)]
         ptrs = [pt[p].copy() for p in range(P)]
-        w = unpack_layer(ptrs, entries, n_out, n_in, params, where=lw)
+        pm_ = r.section(b"PERM")
+        _need(len(pm_) == 4 * n_out, f"{lw}: PERM has {len(pm_)} bytes, expected {4 * n_out}")
+        perm = np.frombuffer(pm_, dtype="<u4").astype(np.int64)
+        _need(np.array_equal(np.sort(perm), np.arange(n_out)),
+              f"{lw}: PERM is not a permutation of 0..{n_out - 1}")
+        w_hw = unpack_layer(ptrs, entries, n_out, n_in, params, where=lw)
+        w = np.zeros_like(w_hw)
+        w[np.ix_(perm, in_perm)] = w_hw
         q = QLayer(w, np.frombuffer(bias, dtype="<i4").astype(np.int32),
                    rq[:, 0].astype(np.uint16), rq[:, 1].astype(np.uint8),
                    bool(lflags & FLAG_REQUANT), in_scale=float(s_in), weight_scale=wscale,
                    out_scale=float(s_out))
-        layers.append(PackedLayer(q, ptrs, entries, enc))
+        layers.append(PackedLayer(q, ptrs, entries, enc, perm=perm, in_perm=in_perm))
         prev_out = n_out
+        in_perm = perm
     _need(r.pos == len(blob), f"{where}: {len(blob) - r.pos} trailing bytes after the last "
                               "section")
     pm = PackedModel(params, float(input_scale), layers)

@@ -80,7 +80,7 @@ class HwParams:
     row_depth: int = 512
     act_depth: int = 1024
     max_layers: int = 8
-    fifo_depth: int = 8
+    fifo_depth: int = 16
 
     def __post_init__(self):
         def need(cond, msg):
