@@ -415,12 +415,12 @@ def from_bytes(blob: bytes, where: str = "model file") -> PackedModel:
         offs = np.concatenate([[0], np.cumsum(counts)])
         entries = [en[offs[p]:offs[p + 1]].copy() for p in range(P)]
         ptrs = [pt[p].copy() for p in range(P)]
+        w_hw = unpack_layer(ptrs, entries, n_out, n_in, params, where=lw)
         pm_ = r.section(b"PERM")
         _need(len(pm_) == 4 * n_out, f"{lw}: PERM has {len(pm_)} bytes, expected {4 * n_out}")
         perm = np.frombuffer(pm_, dtype="<u4").astype(np.int64)
         _need(np.array_equal(np.sort(perm), np.arange(n_out)),
               f"{lw}: PERM is not a permutation of 0..{n_out - 1}")
-        w_hw = unpack_layer(ptrs, entries, n_out, n_in, params, where=lw)
         w = np.zeros_like(w_hw)
         w[np.ix_(perm, in_perm)] = w_hw
         q = QLayer(w, np.frombuffer(bias, dtype="<i4").astype(np.int32),

@@ -35,7 +35,7 @@ KNOWN = re.compile("|".join([
     "bits above bit", "out of range", "trailing bytes", "hardware cannot take",
     "column pointers", "exceed", "overflows", "outside", "hidden layer without",
     "more than", "LAYR too short", "reserved fields? (is|are) not zero", "scale is not finite",
-    "multipliers and shifts of a layer without requantization",
+    "multipliers and shifts of a layer without requantization", "not a permutation",
 ]))
 
 
@@ -79,11 +79,11 @@ def hwpr(secs):
 
 
 def layer(secs, i, what):
-    return secs[2 + 5 * i + ["LAYR", "BIAS", "RQNT", "PTRS", "ENTR"].index(what)].payload
+    return secs[2 + 6 * i + ["LAYR", "BIAS", "RQNT", "PTRS", "ENTR", "PERM"].index(what)].payload
 
 
 def n_layers(secs):
-    return (len(secs) - 2) // 5
+    return (len(secs) - 2) // 6
 
 
 def test_split_join_is_identity():
@@ -199,6 +199,16 @@ def m_layr(i, off, fmt, value):
 def m_modl(off, fmt, value):
     def f(head, secs):
         struct.pack_into(fmt, secs[1].payload, off, value)
+    return f
+
+
+def m_perm_dup(i):
+    def f(head, secs):
+        perm = layer(secs, i, "PERM")
+        if len(perm) >= 8:
+            perm[4:8] = perm[0:4]        # two hardware rows compute the same output
+        else:
+            struct.pack_into("<I", perm, 0, 7)   # out of range
     return f
 
 
@@ -336,6 +346,8 @@ MUTATIONS: list[tuple[str, Mut, str]] = [
     ("RQNT size", m_grow(4, b"\0\0\0\0"), r"layer 0: RQNT has \d+ bytes, expected"),
     ("PTRS size", m_grow(5, b"\0\0\0\0"), r"layer 0: PTRS has \d+ bytes, expected"),
     ("ENTR size", m_grow(6, b"\0\0"), r"layer 0: ENTR has \d+ bytes, the pointers say"),
+    ("PERM size", m_grow(7, b"\0\0\0\0"), r"layer 0: PERM has \d+ bytes, expected"),
+    ("PERM repeats a row", m_perm_dup(0), r"layer 0: PERM is not a permutation"),
     ("LAYR too short", lambda h, s: s[2].payload.__delitem__(slice(3, None)),
      "layer 0: LAYR too short"),
     # section framing
@@ -420,7 +432,7 @@ def test_random_entry_rewrites(name, data):
     # independent decoder of the mutated PE
     n_rows = local_rows(pl.q.out_features, p.pes, pe)
     ok = new >> p.entry_bits == 0
-    w = pl.q.weight.copy()
+    w = pl.hw_weight().copy()     # hardware order: rows as the streams hold them
     w[pe::p.pes] = 0
     if ok:
         ptr = pl.ptrs[pe]
@@ -438,7 +450,7 @@ def test_random_entry_rewrites(name, data):
         reject(blob, "bits above bit|out of range")
         return
     back = from_bytes(blob)
-    np.testing.assert_array_equal(back.layers[i].q.weight, w)
+    np.testing.assert_array_equal(back.layers[i].hw_weight(), w)
     assert to_bytes(back) == blob
 
 

@@ -194,11 +194,12 @@ def test_to_bytes_from_bytes_round_trip(m):
         for x, y in zip(pl.ptrs + pl.entries, b.ptrs + b.entries):
             np.testing.assert_array_equal(x, y)
     assert to_bytes(back) == blob
-    # header + HWPR (8+32+4) + MODL (8+12+4) + per layer 5 sections
+    # header + HWPR (8+32+4) + MODL (8+12+4) + per layer 6 sections
     size = 16 + 44 + 24
     for pl in pm.layers:
         o, i = pl.q.out_features, pl.q.in_features
-        size += 5 * 12 + (20 + 4 * o) + 4 * o + 4 * o + 4 * p.pes * (i + 1) + 2 * pl.n_entries
+        size += 6 * 12 + (20 + 4 * o) + 4 * o + 4 * o + 4 * p.pes * (i + 1) + 2 * pl.n_entries
+        size += 4 * o  # PERM
     assert len(blob) == size
 
 

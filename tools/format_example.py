@@ -80,7 +80,7 @@ def annotate(blob: bytes) -> str:
     d.field(4, 'magic "ZSKM"')
     d.u("H", "format version {v}")
     d.u("H", "header flags {v:#x} (must be 0)")
-    d.u("I", "section count {v} (= 2 + 5 * layers)")
+    d.u("I", "section count {v} (= 2 + 6 * layers)")
     crc = d.u("I", "CRC32 of bytes 0..11 = {v:#010x}")
     assert crc == zlib.crc32(blob[:12])
     layer_no = -1
@@ -153,6 +153,9 @@ def annotate(blob: bytes) -> str:
                     kind = "filler" if w == 0 else f"W[{pe + p.pes * r}][{j}] = {w}"
                     d.u("H", f"PE {pe} entry {k}: {bits:#06x} = delta {delta}, weight {w:4d}"
                              f" -> column {j}, local row {r}: {kind}")
+        elif tag_s == "PERM":
+            for r in range(n // 4):
+                d.u("I", f"hardware row {r} computes output row {{v}}")
         d.u("I", f"CRC32 of bytes {start}..{start + 8 + n - 1} = {{v:#010x}}")
         assert int.from_bytes(blob[d.pos - 4:d.pos], "little") == zlib.crc32(
             blob[start:start + 8 + n])
@@ -164,7 +167,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", help="also write the model file here")
     args = ap.parse_args(argv)
-    pm = pack_model(example_model(), PARAMS)
+    pm = pack_model(example_model(), PARAMS, balance=False)
     blob = to_bytes(pm)
     if args.out:
         with open(args.out, "wb") as f:

@@ -1,0 +1,31 @@
+"""The software cycle model against the RTL's own cycle counter (Amaranth simulator)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from zeroskip.sim.cases import random_inputs, random_model
+from zeroskip.sim.pysim import run_pysim
+from zeroskip.sw.cycles import dense_macs, predict, useful_macs
+from zeroskip.sw.pack import pack_model
+from zeroskip.sw.params import HwParams
+
+
+@pytest.mark.parametrize("pes", [1, 3, 8])
+@pytest.mark.parametrize("sizes,wd,ad", [([90, 40], 0.1, 1.0), ([64, 48, 10], 0.3, 0.4),
+                                         ([40, 30], 1.0, 1.0), ([70, 20, 5], 0.05, 0.2)])
+def test_cycle_model_matches_rtl(pes, sizes, wd, ad):
+    rng = np.random.default_rng(pes * 100 + len(sizes))
+    params = HwParams(pes=pes, entry_depth=4096, ptr_depth=256, row_depth=128, act_depth=128)
+    pm = pack_model(random_model(rng, sizes, wd), params)
+    x = random_inputs(rng, 2, sizes[0], ad)
+    res = run_pysim(pm, x)
+    for vec, c in zip(x, res.counters):
+        layers = predict(pm, vec)
+        pred = sum(lc.cycles for lc in layers)
+        # within two cycles per layer of the RTL
+        assert abs(pred - c["cycles"]) <= 2 * len(layers), (pred, c["cycles"])
+        assert sum(lc.useful_macs for lc in layers) == c["useful_macs"] == useful_macs(pm, vec)
+        assert sum(lc.entries for lc in layers) == c["entries"]
+    assert dense_macs(pm) == sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
