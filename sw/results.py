@@ -194,14 +194,16 @@ def schedules(ctx, name, dense, acc_dense):
 
 def granularities(ctx, name, dense, acc_dense):
     """Accuracy vs sparsity per granularity (one epoch of fine-tuning on a subset), and the
-    relative-index bits each granularity needs at the same sparsity."""
+    relative-index bits each granularity needs at the same sparsity. The classifier (last
+    layer) is not pruned: at filter granularity that would delete whole classes."""
     c = ctx.cfg
     x, y = ctx.sub(c["gran_subset"])
     table = []
+    hidden = list(weight_layers(dense))[:-1]
     for g in GRANULARITIES:
         for s in c["gran_sparsities"]:
             m = copy.deepcopy(dense)
-            masks = granular_prune(m, s, g)
+            masks = granular_prune(m, s, g, layers=hidden)
             acc_pruned = ctx.acc(m) if ctx.quick else None
             train(m, x, y, epochs=1, lr=c["lr"] / 2, batch_size=c["batch"], masks=masks,
                   seed=ctx.seed, progress=ctx.progress, desc=f"{g} s={s}")
@@ -392,7 +394,7 @@ def merge_results(old: dict, new: dict, only=None, models=None) -> dict:
     return {"records": recs, "extra": extra}
 
 
-def merge_file(new_path: str, out: str = "docs", plots: bool = True) -> dict:
+def merge_file(new_path: str, out: str = "docs", plots: bool = True, note: str = "") -> dict:
     """Merge the ``results.json`` of a partial run into ``<out>/results.json`` and re-render
     ``results.md`` and the plots (what ``--merge-from`` does)."""
     outdir = Path(out)
@@ -401,6 +403,8 @@ def merge_file(new_path: str, out: str = "docs", plots: bool = True) -> dict:
     merged_runs = new.get("extra", {}).get("merged_runs", [])
     only = merged_runs[-1]["only"] if merged_runs else None
     result = merge_results(old, new, only)
+    if note:
+        result["extra"]["merged_runs"][-1]["note"] = note
     (outdir / "results.json").write_text(json.dumps(result, indent=1) + "\n")
     if plots:
         _plots(result, outdir / "img")
@@ -499,10 +503,10 @@ def render_markdown(result, quick=False) -> str:
             continue
         L.append(f"The records {', '.join(mr.get('methods', []))} come from a later run of "
                  f"the same script (`--only {','.join(mr['only'])}`, "
-                 f"{mr.get('seconds', 0):.0f} s) merged in with `--merge`/`--merge-from`, made "
-                 "after the default of `progressive_prune(cost_aware=...)` changed to off; "
-                 "that run retrains the dense model with the same seed (its `acc dense` column "
-                 "shows the baseline it used).\n")
+                 f"{mr.get('seconds', 0):.0f} s) merged in with `--merge`/`--merge-from`"
+                 f"{': ' + mr['note'] if mr.get('note') else ''}. That run retrains the dense "
+                 "model with the same seed (its `acc dense` column shows the baseline it "
+                 "used).\n")
     if quick:
         L.append("**Quick mode: the 8x8 digits with small models; a smoke test of the script, "
                  "not the Fashion-MNIST results.**\n")
@@ -535,8 +539,10 @@ def render_markdown(result, quick=False) -> str:
     gr = [r for r in recs if r["method"].startswith("granularity-")]
     if gr:
         L.append("\n## Granularity (Mao et al. 2017)\n")
-        L.append(f"{gr[0]['model']}, per-layer pruning at equal sparsity, then one epoch of "
-                 "fine-tuning on a subset of the training set. `index bits` = relative-index "
+        L.append(f"{gr[0]['model']}, per-layer pruning of every layer but the classifier at "
+                 "equal sparsity (`sparsity` is over the pruned layers, `kept` in the table "
+                 "above over all layers), then one epoch of fine-tuning on a subset of the "
+                 "training set. `index bits` = relative-index "
                  "bits (4-bit deltas, fillers included) to address the kept groups; "
                  "`element index bits` = the same mask addressed weight by weight.\n")
         L.append("| granularity | sparsity | acc after pruning (quick mode only) | "
@@ -631,6 +637,7 @@ def main(argv=None) -> int:
     ap.add_argument("--merge-from", default=None, metavar="JSON",
                     help="run nothing: merge the results.json of a partial run into "
                          "OUT/results.json and re-render")
+    ap.add_argument("--note", default="", help="with --merge-from: why the partial run was made")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     models = [m.strip() for m in a.models.split(",") if m.strip()]
@@ -645,7 +652,7 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
     if a.merge_from:
-        merge_file(a.merge_from, a.out, plots=not a.no_plots)
+        merge_file(a.merge_from, a.out, plots=not a.no_plots, note=a.note)
         return 0
     try:
         run(a.dataset, quick=a.quick, out=a.out, data_path=a.data_path, models=models,
