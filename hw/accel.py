@@ -167,74 +167,84 @@ class Accelerator(wiring.Component):
         in_take = Signal()
         m.d.comb += in_take.eq(self.act_in.valid & self.act_in.ready)
 
-        # ---- scanner: one row of P activations (one per bank, same address) at a time; emits
-        # the row's nonzero activations lowest first, one per cycle, so a row costs
-        # max(1, nonzeros) cycles and up to P zeros are skipped per cycle.
-        sc_addr = Signal(bbits)            # bank address of the row on the read ports
-        sc_jbase = Signal(abits + 1)       # column index of the row's first activation
-        row_valid = Signal()
-        started = Signal()
-        emitted = Signal(P)
+        # ---- scanner: rows of P activations (one per bank, same address). Stage A is the
+        # banks' read ports (a fetched row waits there); stage B is a row register holding the
+        # row's values and the mask of positions still to emit (nonzero and in range, computed
+        # when the row moves from A to B). B emits its lowest pending position each cycle into
+        # the broadcast register, so a row costs max(1, nonzeros) cycles; rows with nothing to
+        # emit are dropped on their way from A to B, one per cycle.
+        sc_addr = Signal(bbits + 1)        # address of the next row to fetch
+        sc_jnext = Signal(abits + 1)       # column index of the next row to fetch
+        a_valid = Signal()                 # stage A: a row on the read ports
+        a_jbase = Signal(abits + 1)
+        b_valid = Signal()                 # stage B: the row register
+        b_jbase = Signal(abits + 1)
+        b_data = [Signal(8, name=f"row_data{i}") for i in range(P)]
+        b_mask = Signal(P)
         sv = Signal()                      # broadcast register: valid, pointer address, value
         sv_ptr = Signal(p.ptr_addr_bits)
         sv_act = Signal(8)
         scanning = Signal()
         scan_done = Signal()
-        row_data = [Signal(8, name=f"row_data{i}") for i in range(P)]
-        in_range = Signal(P)
-        nonzero = Signal(P)
-        pending = Signal(P)
+        a_data = [Signal(8, name=f"ram_data{i}") for i in range(P)]
+        a_mask = Signal(P)
+        a_zeros = Signal(range(P + 1))
         first = Signal(range(P))
         first_bit = Signal(P)
         all_ready = Signal()
         out_free = Signal()
         emit = Signal()
-        retire = Signal()
+        b_free = Signal()
+        a_move = Signal()
         fetch = Signal()
         for i in range(P):
             m.d.comb += [
-                row_data[i].eq(Mux(buf, bank_rp[1][i].data, bank_rp[0][i].data)),
-                in_range[i].eq(sc_jbase + i < in_f),
-                nonzero[i].eq((row_data[i] != 0) | ~skip_zero),
+                a_data[i].eq(Mux(buf, bank_rp[1][i].data, bank_rp[0][i].data)),
+                a_mask[i].eq(((a_data[i] != 0) | ~skip_zero) & (a_jbase + i < in_f)),
             ]
-        m.d.comb += pending.eq(Mux(row_valid, nonzero & in_range & ~emitted, 0))
+        m.d.comb += a_zeros.eq(sum(((a_data[i] == 0) & (a_jbase + i < in_f)) for i in range(P)))
         for i in reversed(range(P)):
-            with m.If(pending[i]):
+            with m.If(b_mask[i]):
                 m.d.comb += [first.eq(i), first_bit.eq(1 << i)]
         m.d.comb += [
             all_ready.eq(Cat(f.w_stream.ready for f in fifos).all()),
             out_free.eq(~sv | all_ready),
-            emit.eq(scanning & (pending != 0) & out_free),
-            # the row is done when nothing is left after this cycle's emission
-            retire.eq(scanning & row_valid & ((pending & ~Mux(emit, first_bit, 0)) == 0)),
-            fetch.eq(scanning & ((~row_valid & ~started) | retire)),
-            scan_done.eq(started & ~row_valid),
+            emit.eq(scanning & b_valid & out_free),
+            # B takes a new row when empty or when it emits its last pending position now
+            b_free.eq(~b_valid | (emit & (b_mask == first_bit))),
+            # A's row moves on when B is free, or is dropped right away if it has nothing
+            a_move.eq(scanning & a_valid & (b_free | (a_mask == 0))),
+            fetch.eq(scanning & (sc_jnext < in_f) & (~a_valid | a_move)),
+            scan_done.eq(~a_valid & ~b_valid & (sc_jnext >= in_f)),
         ]
         for b in range(2):
             for i in range(P):
-                m.d.comb += [bank_rp[b][i].addr.eq(Mux(row_valid, sc_addr + 1, sc_addr)),
-                             bank_rp[b][i].en.eq(fetch)]
+                m.d.comb += [bank_rp[b][i].addr.eq(sc_addr), bank_rp[b][i].en.eq(fetch)]
         with m.If(fetch):
-            m.d.sync += [emitted.eq(0), started.eq(1)]
-            with m.If(row_valid):
-                m.d.sync += [sc_addr.eq(sc_addr + 1), sc_jbase.eq(sc_jbase + P),
-                             row_valid.eq(sc_jbase + P < in_f)]
-            with m.Else():
-                m.d.sync += row_valid.eq(in_f != 0)
+            m.d.sync += [sc_addr.eq(sc_addr + 1), sc_jnext.eq(sc_jnext + P), a_valid.eq(1),
+                         a_jbase.eq(sc_jnext)]
+        with m.Elif(a_move):
+            m.d.sync += a_valid.eq(0)
+        with m.If(a_move & (a_mask != 0)):
+            m.d.sync += [b_valid.eq(1), b_mask.eq(a_mask), b_jbase.eq(a_jbase)]
+            m.d.sync += [b_data[i].eq(a_data[i]) for i in range(P)]
         with m.Elif(emit):
-            m.d.sync += emitted.eq(emitted | first_bit)
+            m.d.sync += b_mask.eq(b_mask & ~first_bit)
+            with m.If(b_free):
+                m.d.sync += b_valid.eq(0)
         with m.If(emit):
-            m.d.sync += [sv.eq(1), sv_act.eq(Array(row_data)[first]),
-                         sv_ptr.eq(ptr_base + sc_jbase + first)]
+            m.d.sync += [sv.eq(1), sv_act.eq(Array(b_data)[first]),
+                         sv_ptr.eq(ptr_base + b_jbase + first)]
         with m.Elif(sv & all_ready):
             m.d.sync += sv.eq(0)
         for f in fifos:
             m.d.comb += [f.w_stream.valid.eq(sv & all_ready),
                          f.w_stream.payload.eq(Cat(sv_ptr, sv_act))]
         skipped_now = Signal(range(P + 1))
-        m.d.comb += skipped_now.eq(Mux(retire & skip_zero,
-                                       sum((in_range[i] & (row_data[i] == 0)) for i in range(P)),
-                                       0))
+        with m.If(a_move & skip_zero):
+            m.d.sync += skipped_now.eq(a_zeros)   # counted a cycle later (registered)
+        with m.Else():
+            m.d.sync += skipped_now.eq(0)
 
         # ---- finalization writes into the other buffer
         for i, pe in enumerate(pes):
@@ -267,12 +277,15 @@ class Accelerator(wiring.Component):
         rv_addr = Signal(bbits)
         reading = Signal()
         ro_adv = Signal()
-        m.d.comb += ro_adv.eq(~rv | self.result.ready)
-        m.d.comb += [self.result.valid.eq(rv),
-                     self.result.payload.eq(Array(pe.ro_data for pe in pes)[rv_bank])]
+        # results leave through a small FIFO, so the outside's ready reaches no memory port
+        m.submodules.result_fifo = rfifo = fifo.SyncFIFOBuffered(width=32, depth=2)
+        wiring.connect(m, rfifo.r_stream, wiring.flipped(self.result))
+        m.d.comb += ro_adv.eq(~rv | rfifo.w_stream.ready)
+        m.d.comb += [rfifo.w_stream.valid.eq(rv),
+                     rfifo.w_stream.payload.eq(Array(pe.ro_data for pe in pes)[rv_bank])]
         for i, pe in enumerate(pes):
             m.d.comb += [pe.ro_sel.eq(reading), pe.ro_addr.eq(ro_addr), pe.ro_en.eq(ro_adv),
-                         pe.ro_clr_en.eq(rv & self.result.ready & (rv_bank == i)),
+                         pe.ro_clr_en.eq(rv & rfifo.w_stream.ready & (rv_bank == i)),
                          pe.ro_clr_addr.eq(rv_addr)]
         with m.If(reading & ro_adv):
             with m.If(ro_r != out_f):
@@ -309,7 +322,7 @@ class Accelerator(wiring.Component):
             with m.State("IDLE"):
                 m.d.comb += [idle.eq(ld_count == 0),
                              self.act_in.ready.eq(n_layers != 0)]
-                m.d.comb += self.busy.eq(ld_count != 0)
+                m.d.comb += self.busy.eq((ld_count != 0) | (rfifo.level != 0))
                 # layer 0's descriptor is on the read ports (layer == 0 while idle)
                 with m.If(in_take):
                     with m.If(ld_count == 0):
@@ -330,8 +343,7 @@ class Accelerator(wiring.Component):
                              row_base.eq(desc_rd[DESC_ROW_BASE]),
                              requant.eq(desc_rd[DESC_FLAGS][0] & LDESC_REQUANT),
                              last.eq(layer + 1 == n_layers),
-                             sc_addr.eq(0), sc_jbase.eq(0), started.eq(0), row_valid.eq(0),
-                             emitted.eq(0)]
+                             sc_addr.eq(0), sc_jnext.eq(0), a_valid.eq(0), b_valid.eq(0)]
                 m.next = "SCAN"
             with m.State("SCAN"):
                 m.d.comb += [self.busy.eq(1), counting.eq(1), scanning.eq(1)]
@@ -353,7 +365,7 @@ class Accelerator(wiring.Component):
                 m.next = "DESC"
             with m.State("READOUT"):
                 m.d.comb += [self.busy.eq(1), reading.eq(1)]
-                with m.If((ro_r == out_f) & (~rv | self.result.ready)):
+                with m.If((ro_r == out_f) & (~rv | rfifo.w_stream.ready)):
                     m.d.sync += [layer.eq(0), rv.eq(0)]
                     m.next = "IDLE_WAIT"
             with m.State("IDLE_WAIT"):

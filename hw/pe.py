@@ -301,7 +301,8 @@ class PE(wiring.Component):
             self.out_addr.eq(l4),
             self.out_data.eq(q4),
             self.out_en.eq(fv4 & ~fin_last),
-            self.fin_done.eq(~fin_active & ~fv1 & ~fv2 & ~fv3 & ~fvr & ~fvs & ~fv4 & ~self.fin_start),
+            self.fin_done.eq(~fin_active & ~fv1 & ~fv2 & ~fv3 & ~fvr & ~fvs & ~fv4
+                             & ~self.fin_start),
         ]
 
         # ---- shared accumulator ports

@@ -1,12 +1,13 @@
 """A cycle model of the PE array, to predict and explain the RTL's cycle counts.
 
 The model follows the micro-architecture of ``docs/hardware.md`` column by column: the scanner
-reads one activation per cycle and broadcasts each nonzero one (every one, with skipping off) to
-all PE queues, waiting while any queue is full; each PE takes a column from its queue into its
-pointer stage, drops empty columns there in one cycle, passes nonempty ones through a two-entry
-job queue, and issues one entry per cycle from its entry stage, back to back across columns. After the last PE drains, every PE finalizes its rows
-(one per cycle, pipelined). It is an event model, not a simulation of every signal: constants
-for pipeline latencies were read off the RTL and are checked against it by the tests and
+reads rows of ``pes`` activations and broadcasts each nonzero one (every one, with skipping off)
+to all PE queues, one per cycle, waiting while any queue is full; each PE takes a column from its
+queue into its pointer stage, drops empty columns there in one cycle, passes nonempty ones
+through a two-entry job queue, and issues one entry per cycle from its entry stage, back to back
+across columns. After the last PE drains, every PE finalizes its rows (one per cycle,
+pipelined). It is an event model, not a simulation of every signal: constants for pipeline
+latencies were read off the RTL and are checked against it by the tests and
 ``nox -s bench``.
 """
 
@@ -67,11 +68,17 @@ def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True) -
     jobs = [[] for _ in range(P)]   # cycle the entry stage started each nonempty column
     n_rows = (x.size + P - 1) // P
     row_of = cols // P
-    t = 1                           # the cycle row 0 is on the bank read ports
+    a_time = 1                      # the cycle row 0 is on the bank read ports (stage A)
+    b_free = 0                      # the cycle the row register (stage B) can load a row
     push_prev = 0
+    t = 0
     k = 0
     for r in range(n_rows):
-        start = t
+        if k >= len(cols) or row_of[k] != r:
+            a_time += 1                                # nothing to emit: dropped from A
+            continue
+        load = max(a_time, b_free)                     # A -> B
+        t = load + 1
         while k < len(cols) and row_of[k] == r:
             j = int(cols[k])
             e = max(t, push_prev)                      # emitted into the broadcast register
@@ -94,7 +101,9 @@ def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True) -
                 s1_free[q] = u
             t = e + 1
             k += 1
-        t = max(t, start + 1)                          # an empty row still takes a cycle
+        b_free = t - 1                                 # B loads again as it emits its last
+        a_time = load + 1
+    t = max(t, a_time)
     end = max([t, push_prev + 1] + [s2_free[q] + DRAIN for q in range(P)])
     rows = (pl.q.out_features + P - 1) // P
     finalize = rows + FINAL_LATENCY
