@@ -12,8 +12,8 @@ Pipeline (one entry per cycle, no bubbles between columns)::
                          into a two-entry job queue
     S2  entry issue      entry address = the current column's next entry, or the next job's first
     S3  decode           row = delta (first of column) or row + delta + 1; acc[row] read; w * a
-    S4  accumulate       acc[row] += w * a (the read port is transparent: back-to-back hits on one
-                         row across a column boundary see the new value)
+    S4  accumulate       acc[row] += w * a (back-to-back hits on one row across a column
+                         boundary take the value just written, forwarded from S4)
 
 Finalization pipeline (one row per cycle): F0 read acc/bias/rq, F1 sum = acc + bias (clear acc),
 F2 product = sum * M, F3 add the rounding bit, F4a shift by 8*(S//8), F4b shift by S%8 and clamp,
@@ -140,7 +140,7 @@ class PE(wiring.Component):
         ptr1 = ptr_mem.read_port()
         ent = entry_mem.read_port()
         acc_wp = acc_mem.write_port()
-        acc_rp = acc_mem.read_port(transparent_for=(acc_wp,))
+        acc_rp = acc_mem.read_port()
         bias_rp = bias_mem.read_port()
         rq_rp = rq_mem.read_port()
 
@@ -217,6 +217,12 @@ class PE(wiring.Component):
         row4 = Signal(self.row_bits)
         prod4 = Signal(signed(p.weight_bits + 9))
         m.d.sync += [v4.eq(v3), row4.eq(row), prod4.eq(e.weight * a3)]
+        # read-after-write forwarding: S3 reads acc[row] in the cycle S4 writes acc[row4]; on
+        # the same row (only across a column boundary) S4 takes the written value instead of
+        # the memory's (which may be the old one)
+        hit4 = Signal()
+        fwd = Signal(acc_shape)
+        m.d.sync += [hit4.eq(v4 & (row4 == row)), fwd.eq(acc_wp.data)]
         m.d.comb += self.useful.eq(v3 & (e.weight != 0) & (a3 != 0))
 
         # ---- S4: accumulate (write port shared with finalization and read-out, see below)
@@ -315,7 +321,8 @@ class PE(wiring.Component):
         m.d.comb += self.ro_data.eq(acc_rp.data)
 
         with m.If(v4):
-            m.d.comb += [acc_wp.addr.eq(row4), acc_wp.data.eq(acc_rp.data + prod4),
+            m.d.comb += [acc_wp.addr.eq(row4),
+                         acc_wp.data.eq(Mux(hit4, fwd, acc_rp.data) + prod4),
                          acc_wp.en.eq(1)]
         with m.Elif(fv1 & ~fin_last):
             m.d.comb += [acc_wp.addr.eq(l1), acc_wp.data.eq(0), acc_wp.en.eq(1)]
