@@ -567,8 +567,10 @@ def render_markdown(result, quick=False) -> str:
             for mode, hist in runs.items():
                 L.append(f"- {model} {mode}: " + " -> ".join(
                     f"{h['params']} ({100 * h['acc']:.2f}%)" for h in hist))
-        L.append("\nThe last round listed is the first one that fell below the floor (or the "
-                 "round limit); the result is the model before it.\n")
+        L.append("\nParameters (accuracy) after each round, rounds below the floor included: "
+                 "after such a round the search retries from the last model at or above the "
+                 "floor with half the fraction (twice at most); the result is the last model "
+                 "at or above the floor.\n")
         L.append("![progressive](img/progressive.png)\n")
     return "\n".join(L) + "\n"
 
