@@ -171,8 +171,8 @@ class Accelerator(wiring.Component):
         # banks' read ports (a fetched row waits there); stage B is a row register holding the
         # row's values and the mask of positions still to emit (nonzero and in range, computed
         # when the row moves from A to B). B emits its lowest pending position each cycle into
-        # the broadcast register, so a row costs max(1, nonzeros) cycles; rows with nothing to
-        # emit are dropped on their way from A to B, one per cycle.
+        # the broadcast register, so a row costs max(1, nonzeros) cycles (a row with nothing to
+        # emit spends one cycle in B).
         sc_addr = Signal(bbits + 1)        # address of the next row to fetch
         sc_jnext = Signal(abits + 1)       # column index of the next row to fetch
         a_valid = Signal()                 # stage A: a row on the read ports
@@ -209,11 +209,11 @@ class Accelerator(wiring.Component):
         m.d.comb += [
             all_ready.eq(Cat(f.w_stream.ready for f in fifos).all()),
             out_free.eq(~sv | all_ready),
-            emit.eq(scanning & b_valid & out_free),
-            # B takes a new row when empty or when it emits its last pending position now
-            b_free.eq(~b_valid | (emit & (b_mask == first_bit))),
-            # A's row moves on when B is free, or is dropped right away if it has nothing
-            a_move.eq(scanning & a_valid & (b_free | (a_mask == 0))),
+            emit.eq(scanning & b_valid & (b_mask != 0) & out_free),
+            # B takes a new row when empty, when its row has nothing (left) to emit, or when it
+            # emits its last pending position now
+            b_free.eq(~b_valid | (b_mask == 0) | (emit & (b_mask == first_bit))),
+            a_move.eq(scanning & a_valid & b_free),
             fetch.eq(scanning & (sc_jnext < in_f) & (~a_valid | a_move)),
             scan_done.eq(~a_valid & ~b_valid & (sc_jnext >= in_f)),
         ]
@@ -225,13 +225,13 @@ class Accelerator(wiring.Component):
                          a_jbase.eq(sc_jnext)]
         with m.Elif(a_move):
             m.d.sync += a_valid.eq(0)
-        with m.If(a_move & (a_mask != 0)):
+        with m.If(a_move):
             m.d.sync += [b_valid.eq(1), b_mask.eq(a_mask), b_jbase.eq(a_jbase)]
             m.d.sync += [b_data[i].eq(a_data[i]) for i in range(P)]
+        with m.Elif(b_free):
+            m.d.sync += [b_valid.eq(0), b_mask.eq(0)]
         with m.Elif(emit):
             m.d.sync += b_mask.eq(b_mask & ~first_bit)
-            with m.If(b_free):
-                m.d.sync += b_valid.eq(0)
         with m.If(emit):
             m.d.sync += [sv.eq(1), sv_act.eq(Array(b_data)[first]),
                          sv_ptr.eq(ptr_base + b_jbase + first)]

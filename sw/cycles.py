@@ -75,7 +75,8 @@ def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True) -
     k = 0
     for r in range(n_rows):
         if k >= len(cols) or row_of[k] != r:
-            a_time += 1                                # nothing to emit: dropped from A
+            load = max(a_time, b_free)                 # nothing to emit: one cycle in B
+            b_free = a_time = load + 1
             continue
         load = max(a_time, b_free)                     # A -> B
         t = load + 1
