@@ -556,6 +556,9 @@ def render_markdown(result, quick=False) -> str:
         L.append("\n![accuracy vs sparsity](img/granularity_accuracy.png)\n")
     if extra.get("density"):
         L.append("\n## Per-layer density after magnitude pruning\n")
+        L.append("The per-layer keep fractions are fixed targets in the spirit of Han et al. "
+                 "(`LAYER_KEEP` in `sw/results.py`: small first layers denser, the large FC "
+                 "layers sparsest), not found by one global threshold.\n")
         for model, d in extra["density"].items():
             L.append(f"- {model}: " + ", ".join(f"layer {n}: {100 * v:.1f}%"
                                                   for n, v in d.items()))
