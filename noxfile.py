@@ -6,6 +6,7 @@ install is skipped when a stamp file keyed by ``pyproject.toml`` and this file's
 says it is current. ``nox -s reinstall`` (or deleting ``.nox/zeroskip-env``) starts over.
 
 Sessions:
+    demo     the main job: ``zeroskip demo`` (digits MLP, pruned, on the Verilated RTL)
     tests    whole default pytest suite (RTL simulation included), ``pytest -n 2``
     sim      only the RTL simulation tests (``pytest -m sim``)
     build    bitstreams for every board (``python -m zeroskip.boards.build all``)
@@ -122,6 +123,12 @@ def _xdist(posargs: list[str]) -> list[str]:
 def tests(session: nox.Session) -> None:
     """Whole default test suite, RTL simulation included."""
     _run(session, "-m", "pytest", "tests", *_xdist(session.posargs))
+
+
+@nox.session(venv_backend="none")
+def demo(session: nox.Session) -> None:
+    """The main job: train, prune, quantize, pack, run on the Verilated RTL (``zeroskip demo``)."""
+    _run(session, "-m", "zeroskip", "demo", *session.posargs)
 
 
 @nox.session(venv_backend="none")
