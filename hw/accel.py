@@ -260,6 +260,8 @@ class Accelerator(wiring.Component):
             m.d.comb += [pe.fin_out.eq(out_f), pe.fin_row_base.eq(row_base),
                          pe.fin_requant.eq(requant), pe.fin_last.eq(last)]
         fin_start = Signal()
+        with m.If(fin_start):
+            m.d.sync += fin_start.eq(0)
         for pe in pes:
             m.d.comb += pe.fin_start.eq(fin_start)
         all_idle = Signal()
@@ -348,7 +350,7 @@ class Accelerator(wiring.Component):
             with m.State("SCAN"):
                 m.d.comb += [self.busy.eq(1), counting.eq(1), scanning.eq(1)]
                 with m.If(scan_done & ~sv & all_idle):
-                    m.d.comb += fin_start.eq(1)
+                    m.d.sync += fin_start.eq(1)   # registered: the PEs start next cycle
                     m.next = "FINAL"
             with m.State("FINAL"):
                 m.d.comb += [self.busy.eq(1), counting.eq(1)]

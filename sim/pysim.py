@@ -9,10 +9,9 @@ back-pressure on sinks come from one seeded generator.
 from __future__ import annotations
 
 import random
-
-import numpy as np
 from dataclasses import dataclass, field
 
+import numpy as np
 from amaranth.sim import Simulator
 
 from ..hw.accel import Accelerator
