@@ -35,6 +35,8 @@ from zeroskip.sw.pack import pack_model
 from zeroskip.sw.params import HwParams, load_layout
 from zeroskip.sw.ref import run_model
 
+pytestmark = pytest.mark.sim
+
 SEEDS = [1, 2]
 
 # ---- bit-level model of the serial line
