@@ -373,7 +373,12 @@ def run(dataset: str = "fashion-mnist", *, quick: bool = False, out: str = "docs
 
 def merge_results(old: dict, new: dict, only=None, models=None) -> dict:
     """``old`` with the records of ``new`` replacing those with the same model and method
-    (in ``old``'s order; new ones at the end) and ``new``'s extras merged in."""
+    (in ``old``'s order; new ones at the end) and ``new``'s extras merged in. ``old``'s dense
+    baselines are kept (the targets compare with them); the new records carry the baseline
+    they used in ``acc_dense``."""
+    old_keys = {(r["model"], r["method"]) for r in old["records"]}
+    new = {**new, "records": [r for r in new["records"] if r["method"] != "dense"
+                              or (r["model"], r["method"]) not in old_keys]}
     new_keys = {(r["model"], r["method"]) for r in new["records"]}
     recs = [r for r in old["records"] if (r["model"], r["method"]) not in new_keys]
     recs += new["records"]
