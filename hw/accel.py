@@ -165,6 +165,15 @@ class Accelerator(wiring.Component):
         ld_addr = Signal(bbits)
         ld_count = Signal(abits)
         in_take = Signal()
+        in0_last = Signal(abits)   # index of layer 0's last input (registered: no adder in the
+        m.d.sync += in0_last.eq(desc_rd[DESC_IN] - 1)   # path to the state register)
+        # inputs wait until layer 0's descriptor has reached in0_last after any load or run
+        settle = Signal(2, init=3)
+        in_idle_state = Signal()
+        with m.If((self.load.valid & self.load.ready) | ~in_idle_state):
+            m.d.sync += settle.eq(3)
+        with m.Elif(settle != 0):
+            m.d.sync += settle.eq(settle - 1)
         m.d.comb += in_take.eq(self.act_in.valid & self.act_in.ready)
 
         # ---- scanner: rows of P activations (one per bank, same address). Stage A is the
@@ -322,8 +331,8 @@ class Accelerator(wiring.Component):
         # ---- sequencer
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [idle.eq(ld_count == 0),
-                             self.act_in.ready.eq(n_layers != 0)]
+                m.d.comb += [idle.eq(ld_count == 0), in_idle_state.eq(1),
+                             self.act_in.ready.eq((n_layers != 0) & (settle == 0))]
                 m.d.comb += self.busy.eq((ld_count != 0) | (rfifo.level != 0))
                 # layer 0's descriptor is on the read ports (layer == 0 while idle)
                 with m.If(in_take):
@@ -334,7 +343,7 @@ class Accelerator(wiring.Component):
                     with m.Else():
                         m.d.sync += ld_bank.eq(ld_bank + 1)
                     m.d.sync += ld_count.eq(ld_count + 1)
-                    with m.If(ld_count + 1 == desc_rd[DESC_IN]):
+                    with m.If(ld_count == in0_last):
                         m.d.sync += [ld_count.eq(0), ld_bank.eq(0), ld_addr.eq(0),
                                      buf.eq(0)]
                         m.next = "DESC"
