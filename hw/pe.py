@@ -266,8 +266,11 @@ class PE(wiring.Component):
         sum3 = Signal(acc_shape)
         shift3 = Signal(p.shift_bits)
         prod3 = Signal(signed(p.acc_width + p.mult_bits + 1))
+        round3 = Signal(p.acc_width + p.mult_bits + 1)    # 2**(S-1), decoded a stage early
         m.d.sync += [fv3.eq(fv2), l3.eq(l2), sum3.eq(sum2), shift3.eq(shift2),
-                     prod3.eq(sum2 * mult2)]
+                     prod3.eq(sum2 * mult2),
+                     round3.eq(Const(1, unsigned(p.acc_width + p.mult_bits + 1))
+                               << (shift2 - 1)[:p.shift_bits])]
         # F3b: add the rounding bit (registered: the carry chain and the shifter get a cycle each)
         # |prod3| < 2**(acc_width + mult_bits - 1): a shift beyond acc_width + mult_bits always
         # gives 0 (or a clamped negative), as in the reference; below it the rounding bit fits.
@@ -280,8 +283,7 @@ class PE(wiring.Component):
         m.d.sync += [
             fvr.eq(fv3), lr.eq(l3), sumr.eq(sum3), shiftr.eq(shift3),
             huger.eq(shift3 > p.acc_width + p.mult_bits),
-            rounded.eq(prod3 + (Const(1, unsigned(p.acc_width + p.mult_bits + 1))
-                                << (shift3 - 1)[:p.shift_bits])),
+            rounded.eq(prod3 + round3),
         ]
         # F4a: coarse shift by a multiple of 8 (registered); F4b: fine shift by 0..7 and clamp.
         # The clamp needs no wide comparison: negative -> 0 (sign bit), any bit above bit 7 of a
