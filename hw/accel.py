@@ -314,11 +314,18 @@ class Accelerator(wiring.Component):
         counting = Signal()
         clear = Signal()
 
+        # events and the counting window are registered once before the counters, so no
+        # counter adder sits at the end of a pipeline's control path (counts are unchanged)
+        counting_q = Signal()
+        m.d.sync += counting_q.eq(counting)
+
         def count(counter, inc):
+            inc_q = Signal(range(P + 2), name=f"{counter.name}_inc")
+            m.d.sync += inc_q.eq(inc)
             with m.If(clear):
                 m.d.sync += counter.eq(0)
-            with m.Elif(counting & (counter != (1 << cw) - 1)):
-                m.d.sync += counter.eq(counter + inc)
+            with m.Elif(counting_q & (counter != (1 << cw) - 1)):
+                m.d.sync += counter.eq(counter + inc_q)
 
         count(self.cycles, 1)
         count(self.useful_macs, sum(pe.useful for pe in pes))
