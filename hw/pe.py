@@ -11,6 +11,7 @@ Pipeline (one entry per cycle, no bubbles between columns)::
     S1  pointer fetch    ptr[j], ptr[j+1] read; empty columns are dropped here, nonempty ones go
                          into a two-entry job queue
     S2  entry issue      entry address = the current column's next entry, or the next job's first
+    S3a entry register   the entry memory's output is registered
     S3  decode           row = delta (first of column) or row + delta + 1; acc[row] read; w * a
     S4  accumulate       acc[row] += w * a (back-to-back hits on one row across a column
                          boundary take the value just written, forwarded from S4)
@@ -208,27 +209,34 @@ class PE(wiring.Component):
                      first3.eq(jq_pop)]
         m.d.comb += self.issue.eq(s2_has | jq_pop)
 
+        # ---- S3a: register the entry (the memory's output drives no adder directly)
+        v3r = Signal()
+        a3r = Signal(8)
+        first3r = Signal()
+        ent_q = Signal(p.entry_bits)
+        m.d.sync += [v3r.eq(v3), a3r.eq(a3), first3r.eq(first3), ent_q.eq(ent.data)]
+
         # ---- S3: decode, accumulator read, multiply
-        e = data.View(elay, ent.data)
+        e = data.View(elay, ent_q)
         row_q = Signal(self.row_bits)
         row = Signal(self.row_bits)
-        m.d.comb += row.eq(Mux(first3, e.delta, row_q + e.delta + 1))
-        with m.If(v3):
+        m.d.comb += row.eq(Mux(first3r, e.delta, row_q + e.delta + 1))
+        with m.If(v3r):
             m.d.sync += row_q.eq(row)
         v4 = Signal()
         row4 = Signal(self.row_bits)
         prod4 = Signal(signed(p.weight_bits + 9))
-        m.d.sync += [v4.eq(v3), row4.eq(row), prod4.eq(e.weight * a3)]
+        m.d.sync += [v4.eq(v3r), row4.eq(row), prod4.eq(e.weight * a3r)]
         # read-after-write forwarding: S3 reads acc[row] in the cycle S4 writes acc[row4]; on
         # the same row (only across a column boundary) S4 takes the written value instead of
         # the memory's (which may be the old one)
         hit4 = Signal()
         fwd = Signal(acc_shape)
         m.d.sync += [hit4.eq(v4 & (row4 == row)), fwd.eq(acc_wp.data)]
-        m.d.comb += self.useful.eq(v3 & (e.weight != 0) & (a3 != 0))
+        m.d.comb += self.useful.eq(v3r & (e.weight != 0) & (a3r != 0))
 
         # ---- S4: accumulate (write port shared with finalization and read-out, see below)
-        m.d.comb += self.idle.eq(~s1_valid & ~jv[0] & ~jv[1] & ~s2_has & ~v3 & ~v4)
+        m.d.comb += self.idle.eq(~s1_valid & ~jv[0] & ~jv[1] & ~s2_has & ~v3 & ~v3r & ~v4)
 
         # ---- finalization
         fin_active = Signal()

@@ -25,7 +25,7 @@ __all__ = ["LayerCycles", "predict_layer", "predict", "useful_macs", "dense_macs
 # pipeline constants of the RTL (hw/accel.py, hw/pe.py)
 SCAN_LATENCY = 1      # bank read -> broadcast register
 QUEUE_LATENCY = 2     # broadcast -> visible at the PE's queue output (buffered FIFO)
-DRAIN = 3             # last entry issued -> accumulated and idle
+DRAIN = 4             # last entry issued -> accumulated and idle
 FINAL_LATENCY = 8     # finalization pipeline depth plus start/done handshakes
 LAYER_OVERHEAD = 2    # descriptor fetch, scan start and state changes per layer
 
