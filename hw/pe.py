@@ -169,9 +169,7 @@ class PE(wiring.Component):
             jq_full.eq(jv[1]),
             jq_push.eq(s1_valid & ~s1_empty & ~jq_full),
             jq_pop.eq(jv[0] & ~s2_has),
-            # (not "| s1_empty": keeps the pointer memories out of the queue's ready path; an
-            # empty column waits only while S2 has two jobs queued, i.e. has work anyway)
-            s1_free.eq(~s1_valid | ~jq_full),
+            s1_free.eq(~s1_valid | s1_empty | ~jq_full),
             self.col.ready.eq(s1_free),
             ptr0.addr.eq(self.col.payload.ptr),
             ptr1.addr.eq(self.col.payload.ptr + 1),

@@ -91,12 +91,11 @@ def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True) -
                 a = max(push + QUEUE_LATENCY, s1_free[q])   # pointer stage takes the column
                 take[q].append(a)
                 n = int(counts[q, j])
-                pops = jobs[q]
-                # leaves S1 (dropped, or into the job queue) once the queue is not full
-                u = a + 1 if len(pops) < 2 else max(a + 1, pops[-2] + 1)
                 if n == 0:
-                    s1_free[q] = u
+                    s1_free[q] = a + 1                         # dropped
                     continue
+                pops = jobs[q]
+                u = a + 1 if len(pops) < 2 else max(a + 1, pops[-2] + 1)  # into the job queue
                 b = max(u + 1, s2_free[q])                     # entry stage starts it
                 pops.append(b)
                 s2_free[q] = b + n
