@@ -58,7 +58,23 @@ def _check_divisor(divisor) -> int:
     return divisor
 
 
-class UARTRx(wiring.Component):
+class _UARTBase(wiring.Component):
+    """What the receiver and the transmitter share: a validated clock divisor."""
+
+    def __init__(self, *, divisor: int):
+        try:
+            self._divisor = _check_divisor(divisor)
+        except (TypeError, ValueError):
+            self._MustUse__silence = True  # not built: no "created but never used" warning
+            raise
+        super().__init__()
+
+    @property
+    def divisor(self) -> int:
+        return self._divisor
+
+
+class UARTRx(_UARTBase):
     """8N1 receiver.
 
     Parameters
@@ -87,18 +103,6 @@ class UARTRx(wiring.Component):
     o: Out(stream.Signature(8))
     framing_error: Out(1)
     overrun: Out(1)
-
-    def __init__(self, *, divisor: int):
-        try:
-            self._divisor = _check_divisor(divisor)
-        except (TypeError, ValueError):
-            self._MustUse__silence = True  # not built: no "created but never used" warning
-            raise
-        super().__init__()
-
-    @property
-    def divisor(self) -> int:
-        return self._divisor
 
     def elaborate(self, platform):
         m = Module()
@@ -152,7 +156,7 @@ class UARTRx(wiring.Component):
         return m
 
 
-class UARTTx(wiring.Component):
+class UARTTx(_UARTBase):
     """8N1 transmitter.
 
     Parameters
@@ -178,18 +182,6 @@ class UARTTx(wiring.Component):
     i: In(stream.Signature(8))
     tx: Out(1, init=1)
     busy: Out(1)
-
-    def __init__(self, *, divisor: int):
-        try:
-            self._divisor = _check_divisor(divisor)
-        except (TypeError, ValueError):
-            self._MustUse__silence = True  # not built: no "created but never used" warning
-            raise
-        super().__init__()
-
-    @property
-    def divisor(self) -> int:
-        return self._divisor
 
     def elaborate(self, platform):
         m = Module()
