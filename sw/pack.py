@@ -10,6 +10,7 @@ give random access to column ``j``.
 
 from __future__ import annotations
 
+import heapq
 import os
 import struct
 import tempfile
@@ -112,28 +113,139 @@ def local_rows(out_features: int, pes: int, pe: int) -> int:
     return max(0, (out_features - pe + pes - 1) // pes)
 
 
-def balance_rows(weight: np.ndarray, pes: int) -> np.ndarray:
-    """A row permutation that balances nonzero weights across PEs.
+# Row balancing (balance_rows). The objective, for a PE assignment with C[p, j] nonzero weights
+# of column j in PE p's rows and T[p] = sum_j C[p, j] of them in all, is
+#     F = sum_{p,j} C[p, j]**2 + _BALANCE_LAM * sum_p T[p]**2.
+# The column totals and the grand total are fixed, so F is smallest when every column's nonzeros
+# are spread evenly over the PEs (the first sum) and the PE totals are even (the second). If the
+# activations are nonzero independently with probability a, PE p's work
+# W_p = sum_j [x_j != 0] C[p, j] has E[sum_p (W_p - mean_p W_p)**2] = a * (1 - a) * (first sum)
+# + a**2 * (second sum) + a constant: weight 1 is right for a = 1/2.
+_BALANCE_LAM = 1
+_BALANCE_MAX_PASSES = 8          # sweeps over all rows of the swap search
+_BALANCE_MAX_EVALS = 1 << 24     # candidate swaps evaluated in one call (rows**2 a sweep)
+_BALANCE_MAX_ROWS = 4096         # above: no search (one sweep would exceed the budget)
 
-    Greedy (longest processing time first): rows by decreasing nonzero count, each to the PE
-    with the fewest nonzeros among those with a free slot; PE ``p`` gets exactly
-    ``local_rows(out, pes, p)`` rows. Returns ``perm`` with ``perm[hardware row] = row``.
-    """
-    out_f = weight.shape[0]
-    nnz = np.count_nonzero(weight, axis=1)
+
+def _lpt_assign(nnz: np.ndarray, pes: int) -> np.ndarray:
+    """PE of each row by greedy longest processing time first: rows by decreasing nonzero count
+    (ties: lower row first), each to the PE with the fewest nonzeros (ties: lower PE) among those
+    with a free slot; PE ``p`` has ``local_rows(len(nnz), pes, p)`` slots."""
+    out_f = len(nnz)
     slots = [local_rows(out_f, pes, p) for p in range(pes)]
-    load = [0] * pes
-    assigned: list[list[int]] = [[] for _ in range(pes)]
-    for r in np.argsort(-nnz, kind="stable"):
-        p = min((q for q in range(pes) if len(assigned[q]) < slots[q]),
-                key=lambda q: (load[q], q))
-        assigned[p].append(int(r))
-        load[p] += int(nnz[r])
-    perm = np.empty(out_f, dtype=np.int64)
-    for p in range(pes):
-        for l, r in enumerate(sorted(assigned[p])):
-            perm[p + pes * l] = r
+    free = [(0, p) for p in range(pes) if slots[p]]    # (load, PE), a heap
+    pe_of = np.empty(out_f, dtype=np.int64)
+    for r in np.argsort(-np.asarray(nnz), kind="stable"):
+        load, p = heapq.heappop(free)
+        pe_of[r] = p
+        slots[p] -= 1
+        if slots[p]:
+            heapq.heappush(free, (load + int(nnz[r]), p))
+    return pe_of
+
+
+def _perm_of_assignment(pe_of: np.ndarray, pes: int) -> np.ndarray:
+    """``perm`` (hardware row -> row) putting each PE's rows, in increasing order, on its
+    hardware rows ``p, p + pes, ...``."""
+    rows = np.argsort(pe_of, kind="stable")              # by PE, then by row
+    counts = np.bincount(pe_of, minlength=pes)
+    local = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
+    perm = np.empty(len(rows), dtype=np.int64)
+    perm[pe_of[rows] + pes * local] = rows
     return perm
+
+
+def _pe_column_counts(mask: np.ndarray, pe_of: np.ndarray, pes: int) -> np.ndarray:
+    """``C``: ``C[p, j]`` nonzeros of column ``j`` in the rows assigned to PE ``p``."""
+    return np.stack([mask[pe_of == p].sum(axis=0, dtype=np.int64) for p in range(pes)])
+
+
+def _balance_objective(mask: np.ndarray, pe_of: np.ndarray, pes: int) -> int:
+    """The objective ``F`` above for the 0/1 matrix ``mask`` and the assignment ``pe_of``."""
+    c = _pe_column_counts(mask, pe_of, pes)
+    t = c.sum(axis=1)
+    return int((c * c).sum() + _BALANCE_LAM * (t * t).sum())
+
+
+def _swap_search(mask: np.ndarray, pe_of: np.ndarray, pes: int) -> np.ndarray:
+    """Lower ``F`` by swapping rows between PEs (slot counts stay); returns a new assignment.
+
+    Sweeps the rows in order; for row ``r`` (PE ``p``) it evaluates the swap with every row
+    ``s`` (PE ``q != p``) and makes the best one if it lowers ``F``. With ``d = mask[s] -
+    mask[r]`` and ``k = nnz[s] - nnz[r]`` the swap changes ``F`` by twice
+
+        d . (C[p] - C[q]) + |d|**2 + lam * (k * (T[p] - T[q]) + k**2)
+
+    where ``d . C[p] = G[s, p] - G[r, p]`` with ``G = mask @ C.T`` and ``|d|**2 = nnz[r] +
+    nnz[s] - 2 * O[r, s]`` with the row overlaps ``O = mask @ mask.T``. All integer, so the
+    search is exact and deterministic; ``F`` strictly decreases with every swap.
+    """
+    n = mask.shape[0]
+    pe_of = pe_of.copy()
+    m32 = mask.astype(np.float32)
+    # products of 0/1 matrices through BLAS: O's partial sums are integers <= in_features, exact
+    # in float32 (below 2**24); G's are exact in float64
+    overlap = np.rint(m32 @ m32.T).astype(np.int32)                         # O, (n, n)
+    c = _pe_column_counts(mask, pe_of, pes)
+    g = np.rint(c.astype(np.float64) @ m32.T.astype(np.float64)).astype(np.int64)  # G.T
+    nnz = overlap.diagonal().astype(np.int64)
+    tot = c.sum(axis=1)                                                     # T
+    idx = np.arange(n)
+    lam = _BALANCE_LAM
+    sweeps = min(_BALANCE_MAX_PASSES, max(1, _BALANCE_MAX_EVALS // (n * n)))
+    for _ in range(sweeps):
+        swapped = False
+        g_own = g[pe_of, idx]                                               # G[s, q(s)]
+        for r in range(n):
+            p = int(pe_of[r])
+            k = nnz - nnz[r]
+            delta = (g[p] - g_own - g[p, r] + g[pe_of, r] + nnz + nnz[r] - 2 * overlap[r]
+                     + lam * (k * (tot[p] - tot[pe_of]) + k * k))
+            delta[pe_of == p] = 0
+            s = int(np.argmin(delta))
+            if delta[s] >= 0:
+                continue
+            q = int(pe_of[s])
+            moved = overlap[s] - overlap[r]             # mask @ d: G changes by +-this
+            g[p] += moved
+            g[q] -= moved
+            tot[p] += k[s]
+            tot[q] -= k[s]
+            pe_of[r], pe_of[s] = q, p
+            g_own = g[pe_of, idx]
+            swapped = True
+        if not swapped:
+            break
+    return pe_of
+
+
+def balance_rows(weight: np.ndarray, pes: int) -> np.ndarray:
+    """A row permutation that balances the work of the PEs for any pattern of zero activations.
+
+    The hardware processes only the columns whose activation is nonzero, so PE ``p``'s work for
+    an input ``x`` is ``sum_j [x_j != 0] * C[p, j]``, ``C[p, j]`` being the nonzero weights of
+    column ``j`` in its rows. Equal totals per PE are not enough: every column's nonzeros must
+    also be spread evenly over the PEs. The rows are first assigned greedily, longest first
+    (each row to the PE with the fewest nonzeros among those with a free slot), which evens out
+    the totals; then a swap search (:func:`_swap_search`) exchanges rows between PEs while that
+    lowers ``sum C[p, j]**2 + sum_p T[p]**2`` (``T[p]`` the PE's total). The search is
+    deterministic, makes at most 8 sweeps over the rows and ``2**24`` candidate evaluations,
+    and is skipped when it cannot help (one PE, at most one row per PE, no nonzeros) or the
+    layer has more than 4096 rows. The result is never worse than the greedy start on that
+    objective.
+
+    PE ``p`` gets exactly ``local_rows(out, pes, p)`` rows, in increasing order. Returns
+    ``perm`` with ``perm[hardware row] = row``.
+    """
+    mask = np.asarray(weight) != 0
+    out_f = mask.shape[0]
+    nnz = np.count_nonzero(mask, axis=1)
+    pe_of = _lpt_assign(nnz, pes)
+    if pes > 1 and pes < out_f <= _BALANCE_MAX_ROWS and nnz.any():
+        better = _swap_search(mask, pe_of, pes)
+        if _balance_objective(mask, better, pes) < _balance_objective(mask, pe_of, pes):
+            pe_of = better
+    return _perm_of_assignment(pe_of, pes)
 
 
 def pack_layer(q: QLayer, params: HwParams, dense: bool = False, perm=None,
@@ -253,8 +365,8 @@ def pack_model(qmodel: QModel, params: HwParams, dense: bool = False,
                balance: bool = True) -> PackedModel:
     """Pack every layer for ``params``; raises :class:`FitError` when it does not fit.
 
-    ``balance`` permutes each layer's rows so that every PE gets about the same number of
-    nonzero weights (:func:`balance_rows`); the next layer's columns follow the permutation, so
+    ``balance`` permutes each layer's rows so that the PEs get about the same work whichever
+    activations are zero (:func:`balance_rows`); the next layer's columns follow the permutation, so
     only the last layer's outputs come out permuted (the host puts them back in order).
     The dense packing is never permuted.
     """
