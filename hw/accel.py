@@ -39,7 +39,7 @@ from ..sw.params import (
     HwParams,
     load_layout,
 )
-from .pe import PE, bank_depth, col_layout
+from .pe import PE, bank_depth
 
 __all__ = ["Accelerator"]
 
@@ -101,13 +101,8 @@ class Accelerator(wiring.Component):
         lbits = max(1, (p.max_layers - 1).bit_length())
 
         pes = [PE(p, i) for i in range(P)]
-        fifos = [fifo.SyncFIFOBuffered(width=col_layout(p).size, depth=p.fifo_depth)
-                 for _ in range(P)]
-        for i, (pe, f) in enumerate(zip(pes, fifos)):
+        for i, pe in enumerate(pes):
             m.submodules[f"pe{i}"] = pe
-            m.submodules[f"fifo{i}"] = f
-            m.d.comb += [pe.col.payload.eq(f.r_stream.payload), pe.col.valid.eq(f.r_stream.valid),
-                         f.r_stream.ready.eq(pe.col.ready)]
 
         # ---- configuration and layer descriptors
         n_layers = Signal(lbits + 1)
@@ -216,7 +211,7 @@ class Accelerator(wiring.Component):
             with m.If(b_mask[i]):
                 m.d.comb += [first.eq(i), first_bit.eq(1 << i)]
         m.d.comb += [
-            all_ready.eq(Cat(f.w_stream.ready for f in fifos).all()),
+            all_ready.eq(Cat(pe.col.ready for pe in pes).all()),
             out_free.eq(~sv | all_ready),
             emit.eq(scanning & b_valid & (b_mask != 0) & out_free),
             # B takes a new row when empty, when its row has nothing (left) to emit, or when it
@@ -246,9 +241,9 @@ class Accelerator(wiring.Component):
                          sv_ptr.eq(ptr_base + b_jbase + first)]
         with m.Elif(sv & all_ready):
             m.d.sync += sv.eq(0)
-        for f in fifos:
-            m.d.comb += [f.w_stream.valid.eq(sv & all_ready),
-                         f.w_stream.payload.eq(Cat(sv_ptr, sv_act))]
+        for pe in pes:
+            m.d.comb += [pe.col.valid.eq(sv & all_ready),
+                         pe.col.payload.eq(Cat(sv_ptr, sv_act))]
         skipped_now = Signal(range(P + 1))
         with m.If(a_move & skip_zero):
             m.d.sync += skipped_now.eq(a_zeros)   # counted a cycle later (registered)
@@ -274,8 +269,7 @@ class Accelerator(wiring.Component):
         for pe in pes:
             m.d.comb += pe.fin_start.eq(fin_start)
         all_idle = Signal()
-        m.d.comb += all_idle.eq(Cat(pe.idle for pe in pes).all()
-                                & Cat(f.level == 0 for f in fifos).all())
+        m.d.comb += all_idle.eq(Cat(pe.idle for pe in pes).all())
         all_fin_done = Signal()
         m.d.comb += all_fin_done.eq(Cat(pe.fin_done for pe in pes).all())
 
@@ -333,7 +327,7 @@ class Accelerator(wiring.Component):
         count(self.skipped_acts, skipped_now)
         for i, pe in enumerate(pes):
             count(self.pe_busy[i], pe.issue)
-            count(self.pe_stall[i], sv & ~fifos[i].w_stream.ready)
+            count(self.pe_stall[i], sv & ~pe.col.ready)
 
         # ---- sequencer
         with m.FSM():

@@ -1,16 +1,18 @@
 """One processing element of the sparse-skipping array (EIE-style).
 
 A PE owns the output rows ``r`` with ``r % pes == index`` of every layer. It takes nonzero
-activations ``(ptr, a)`` from its queue (``ptr`` is the address of the column's pointer pair),
-streams the column's relative-index entries, and does one multiply-accumulate per cycle into its
-local accumulators. After the last column of a layer it finalizes its rows: adds the bias,
-requantizes (or keeps the int32 sum for the output layer) and writes the result.
+activations ``(ptr, a)`` from the broadcast (``ptr`` is the address of the column's pointer
+pair), fetches the column's pointers at once, queues the nonempty columns, streams their
+relative-index entries, and does one multiply-accumulate per cycle into its local accumulators.
+After the last column of a layer it finalizes its rows: adds the bias, requantizes (or keeps the
+int32 sum for the output layer) and writes the result.
 
 Pipeline (one entry per cycle, no bubbles between columns)::
 
-    S1  pointer fetch    ptr[j], ptr[j+1] read; empty columns are dropped here, nonempty ones go
-                         into a two-entry job queue
-    S2  entry issue      entry address = the current column's next entry, or the next job's first
+    P1  pointer read     ptr[j], ptr[j+1] read as the column is taken from the broadcast
+    P2  pointer register empty columns are dropped here; nonempty ones are queued as
+                         (start, end, a) in a FIFO; ``fifo_depth`` credits cover P1, P2 and it
+    S2  entry issue      entry address = the current column's next entry, or the queue head's
     S3a entry register   the entry memory's output is registered
     S3  decode           row = delta (first of column) or row + delta + 1; acc[row] read; w * a
     S4  accumulate       acc[row] += w * a (back-to-back hits on one row across a column
@@ -25,7 +27,7 @@ clears).
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -145,65 +147,68 @@ class PE(wiring.Component):
         bias_rp = bias_mem.read_port()
         rq_rp = rq_mem.read_port()
 
-        # ---- S1: pointer fetch
-        s1_valid = Signal()
-        s1_act = Signal(8)
+        # ---- P1/P2: pointer fetch as a column arrives, before it is queued. P1 is the pointer
+        # memory's read, P2 registers its outputs; a column with no entries in this PE is
+        # dropped at P2 and never occupies the queue or the entry stage. Nonempty columns go
+        # into the job queue as (start, end, act).
+        depth = p.fifo_depth
+        take = Signal()
+        m.d.comb += [
+            take.eq(self.col.valid & self.col.ready),
+            ptr0.addr.eq(self.col.payload.ptr),
+            ptr1.addr.eq(self.col.payload.ptr + 1),
+        ]
+        p1_valid = Signal()
+        p1_act = Signal(8)
+        m.d.sync += [p1_valid.eq(take), p1_act.eq(self.col.payload.act)]
+        p2_valid = Signal()
+        p2_start = Signal(p.entry_addr_bits)
+        p2_end = Signal(p.entry_addr_bits)
+        p2_act = Signal(8)
+        m.d.sync += [p2_valid.eq(p1_valid), p2_start.eq(ptr0.data), p2_end.eq(ptr1.data),
+                     p2_act.eq(p1_act)]
+        p2_empty = Signal()
+        m.d.comb += p2_empty.eq(p2_start == p2_end)
+
+        job = data.StructLayout({"start": unsigned(p.entry_addr_bits),
+                                 "end": unsigned(p.entry_addr_bits), "act": unsigned(8)})
+        # the buffered FIFO's inner queue holds ``depth`` (its output register one more): a
+        # column written while another moves to the output register always finds room
+        m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=job.size, depth=depth + 1)
+        m.d.comb += [queue.w_en.eq(p2_valid & ~p2_empty),
+                     queue.w_data.eq(Cat(p2_start, p2_end, p2_act))]
+        head = data.View(job, queue.r_data)
+
+        # credits: ``pending`` counts the columns taken and not yet dropped or popped (in P1, P2
+        # or the queue), at most ``depth``, so the queue never overflows; ``ready`` is registered
+        pending = Signal(range(depth + 1))
+        pending_next = Signal(range(-1, depth + 2))
+        drop = Signal()
+        pop = Signal()
+        ready = Signal()
+        m.d.comb += [drop.eq(p2_valid & p2_empty), pop.eq(queue.r_rdy & queue.r_en),
+                     pending_next.eq(pending + take - drop - pop)]
+        m.d.sync += [pending.eq(pending_next), ready.eq(pending_next < depth)]
+        m.d.comb += self.col.ready.eq(ready)
+
+        # ---- S2: entry issue
         s2_cur = Signal(p.entry_addr_bits)
         s2_end = Signal(p.entry_addr_bits)
         s2_act = Signal(8)
         s2_has = Signal()
-        s1_empty = Signal()
-        s1_free = Signal()
-        # a two-entry job queue between S1 and S2: S1 keeps dropping empty columns while S2
-        # streams a long one, so S2 finds the next nonempty column waiting
-        jq_full = Signal()
-        jq_push = Signal()
         jq_pop = Signal()
-        jv = [Signal(name=f"jq_valid{i}") for i in range(2)]
-        jstart = [Signal(p.entry_addr_bits, name=f"jq_start{i}") for i in range(2)]
-        jend = [Signal(p.entry_addr_bits, name=f"jq_end{i}") for i in range(2)]
-        jact = [Signal(8, name=f"jq_act{i}") for i in range(2)]
-        m.d.comb += [
-            s2_has.eq(s2_cur != s2_end),
-            s1_empty.eq(ptr0.data == ptr1.data),
-            jq_full.eq(jv[1]),
-            jq_push.eq(s1_valid & ~s1_empty & ~jq_full),
-            jq_pop.eq(jv[0] & ~s2_has),
-            s1_free.eq(~s1_valid | s1_empty | ~jq_full),
-            self.col.ready.eq(s1_free),
-            ptr0.addr.eq(self.col.payload.ptr),
-            ptr1.addr.eq(self.col.payload.ptr + 1),
-            ptr0.en.eq(s1_free),
-            ptr1.en.eq(s1_free),
-        ]
-        with m.If(s1_free):
-            m.d.sync += [s1_valid.eq(self.col.valid), s1_act.eq(self.col.payload.act)]
-        new_job = [ptr0.data, ptr1.data, s1_act]
-        with m.If(jq_pop):
-            with m.If(jq_push):      # jv[1] is 0 here (no push when full)
-                m.d.sync += [jstart[0].eq(new_job[0]), jend[0].eq(new_job[1]),
-                             jact[0].eq(new_job[2])]
-            with m.Else():
-                m.d.sync += [jstart[0].eq(jstart[1]), jend[0].eq(jend[1]), jact[0].eq(jact[1]),
-                             jv[0].eq(jv[1]), jv[1].eq(0)]
-        with m.Elif(jq_push):
-            with m.If(~jv[0]):
-                m.d.sync += [jstart[0].eq(new_job[0]), jend[0].eq(new_job[1]),
-                             jact[0].eq(new_job[2]), jv[0].eq(1)]
-            with m.Else():
-                m.d.sync += [jstart[1].eq(new_job[0]), jend[1].eq(new_job[1]),
-                             jact[1].eq(new_job[2]), jv[1].eq(1)]
-
-        # ---- S2: entry issue
+        m.d.comb += [s2_has.eq(s2_cur != s2_end),
+                     jq_pop.eq(queue.r_rdy & ~s2_has),
+                     queue.r_en.eq(~s2_has)]
         v3 = Signal()
         a3 = Signal(8)
         first3 = Signal()
-        m.d.comb += ent.addr.eq(Mux(s2_has, s2_cur, jstart[0]))
+        m.d.comb += ent.addr.eq(Mux(s2_has, s2_cur, head.start))
         with m.If(s2_has):
             m.d.sync += s2_cur.eq(s2_cur + 1)
         with m.Elif(jq_pop):
-            m.d.sync += [s2_cur.eq(jstart[0] + 1), s2_end.eq(jend[0]), s2_act.eq(jact[0])]
-        m.d.sync += [v3.eq(s2_has | jq_pop), a3.eq(Mux(s2_has, s2_act, jact[0])),
+            m.d.sync += [s2_cur.eq(head.start + 1), s2_end.eq(head.end), s2_act.eq(head.act)]
+        m.d.sync += [v3.eq(s2_has | jq_pop), a3.eq(Mux(s2_has, s2_act, head.act)),
                      first3.eq(jq_pop)]
         m.d.comb += self.issue.eq(s2_has | jq_pop)
 
@@ -234,7 +239,7 @@ class PE(wiring.Component):
         m.d.comb += self.useful.eq(v3r & (e.weight != 0) & (a3r != 0))
 
         # ---- S4: accumulate (write port shared with finalization and read-out, see below)
-        m.d.comb += self.idle.eq(~s1_valid & ~jv[0] & ~jv[1] & ~s2_has & ~v3 & ~v3r & ~v4)
+        m.d.comb += self.idle.eq((pending == 0) & ~s2_has & ~v3 & ~v3r & ~v4)
 
         # ---- finalization
         fin_active = Signal()

@@ -2,17 +2,17 @@
 
 The model follows the micro-architecture of ``docs/hardware.md`` column by column: the scanner
 reads rows of ``pes`` activations and broadcasts each nonzero one (every one, with skipping off)
-to all PE queues, one per cycle, waiting while any queue is full; each PE takes a column from its
-queue into its pointer stage, drops empty columns there in one cycle, passes nonempty ones
-through a two-entry job queue, and issues one entry per cycle from its entry stage, back to back
-across columns. After the last PE drains, every PE finalizes its rows (one per cycle,
-pipelined). It is an event model, not a simulation of every signal: constants for pipeline
-latencies were read off the RTL and are checked against it by the tests and
-``nox -s bench``.
+to all PEs, one per cycle, waiting while any PE is out of credits; each PE fetches the column's
+pointers as it takes it, drops empty columns there, queues nonempty ones, and issues one entry
+per cycle from its entry stage, back to back across columns. After the last PE drains, every PE
+finalizes its rows (one per cycle, pipelined). It is an event model, not a simulation of every
+signal: constants for pipeline latencies were read off the RTL and are checked against it by the
+tests and ``nox -s bench``.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right, insort
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,8 +24,10 @@ __all__ = ["LayerCycles", "predict_layer", "predict", "useful_macs", "dense_macs
 
 # pipeline constants of the RTL (hw/accel.py, hw/pe.py)
 SCAN_LATENCY = 1      # bank read -> broadcast register
-QUEUE_LATENCY = 2     # broadcast -> visible at the PE's queue output (buffered FIFO)
+POINTER_LATENCY = 2   # taken from the broadcast -> pointers registered (dropped or queued)
+QUEUE_LATENCY = 2     # written into the job queue -> visible at its output (buffered FIFO)
 DRAIN = 4             # last entry issued -> accumulated and idle
+DROP_DRAIN = 2        # last column dropped (or popped) -> idle
 FINAL_LATENCY = 8     # finalization pipeline depth plus start/done handshakes
 LAYER_OVERHEAD = 2    # descriptor fetch, scan start and state changes per layer
 
@@ -62,17 +64,21 @@ def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True) -
     cols = np.flatnonzero(x) if skip_zero_acts else np.arange(x.size)
     P = p.pes
     cap = p.fifo_depth
-    take = [[] for _ in range(P)]   # cycle PE q's pointer stage took column k
-    s1_free = [0] * P               # earliest cycle the pointer stage can take a column
-    s2_free = [0] * P               # earliest cycle the entry stage can start a column
-    jobs = [[] for _ in range(P)]   # cycle the entry stage started each nonempty column
+    s2_free = [0] * P               # earliest cycle the entry stage can pop a column
+    gone = [[] for _ in range(P)]   # sorted cycles at which PE q dropped or popped a column
+    last_gone = [0] * P
     n_rows = (x.size + P - 1) // P
     row_of = cols // P
     a_time = 1                      # the cycle row 0 is on the bank read ports (stage A)
     b_free = 0                      # the cycle the row register (stage B) can load a row
-    push_prev = 0
+    push_prev = -10
     t = 0
     k = 0
+
+    def credit(q: int, when: int, need: int) -> bool:
+        # the PE's registered ready at ``when``: columns dropped or popped up to when - 1
+        return need <= 0 or bisect_right(gone[q], when - 1) >= need
+
     for r in range(n_rows):
         if k >= len(cols) or row_of[k] != r:
             load = max(a_time, b_free)                 # nothing to emit: one cycle in B
@@ -83,29 +89,29 @@ def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True) -
         while k < len(cols) and row_of[k] == r:
             j = int(cols[k])
             e = max(t, push_prev)                      # emitted into the broadcast register
-            push = e + SCAN_LATENCY
-            if k >= cap:
-                push = max(push, max(take[q][k - cap] for q in range(P)) + 1)
+            push = e + SCAN_LATENCY                    # taken by every PE (all have credit)
+            while True:
+                need = k - cap + 1                     # a PE has at most cap columns
+                if all(credit(q, push, need) for q in range(P)):
+                    break
+                push += 1
             push_prev = push
             for q in range(P):
-                a = max(push + QUEUE_LATENCY, s1_free[q])   # pointer stage takes the column
-                take[q].append(a)
                 n = int(counts[q, j])
                 if n == 0:
-                    s1_free[q] = a + 1                         # dropped
-                    continue
-                pops = jobs[q]
-                u = a + 1 if len(pops) < 2 else max(a + 1, pops[-2] + 1)  # into the job queue
-                b = max(u + 1, s2_free[q])                     # entry stage starts it
-                pops.append(b)
-                s2_free[q] = b + n
-                s1_free[q] = u
+                    done = push + POINTER_LATENCY      # dropped after the pointer fetch
+                else:
+                    done = max(push + POINTER_LATENCY + QUEUE_LATENCY, s2_free[q])   # popped
+                    s2_free[q] = done + n
+                insort(gone[q], done)
+                last_gone[q] = max(last_gone[q], done)
             t = e + 1
             k += 1
         b_free = t - 1                                 # B loads again as it emits its last
         a_time = load + 1
     t = max(t, a_time)
-    end = max([t, push_prev + 1] + [s2_free[q] + DRAIN for q in range(P)])
+    end = max([t, push_prev + 1] + [s2_free[q] + DRAIN for q in range(P)]
+              + [g + DROP_DRAIN for g in last_gone])
     rows = (pl.q.out_features + P - 1) // P
     finalize = rows + FINAL_LATENCY
     sel = counts[:, cols]
