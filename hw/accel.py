@@ -3,7 +3,8 @@
 Data flow for one inference (see ``docs/hardware.md``)::
 
     act_in ─► activation buffer A (P banks) ─► scanner ─► per-PE queues ─► PEs ─► finalize
-                                              (skips zero activations)           │
+                                              (skips zero activations,           │
+                                               hw/scanner.py)                    │
               activation buffer B ◄──────────────────────────────────────────────┘
               ... layer after layer, A and B swapping roles ...
     output layer ─► accumulators ─► read-out ─► result
@@ -40,6 +41,7 @@ from ..sw.params import (
     load_layout,
 )
 from .pe import PE, bank_depth
+from .scanner import Scanner
 
 __all__ = ["Accelerator"]
 
@@ -171,84 +173,21 @@ class Accelerator(wiring.Component):
             m.d.sync += settle.eq(settle - 1)
         m.d.comb += in_take.eq(self.act_in.valid & self.act_in.ready)
 
-        # ---- scanner: rows of P activations (one per bank, same address). Stage A is the
-        # banks' read ports (a fetched row waits there); stage B is a row register holding the
-        # row's values and the mask of positions still to emit (nonzero and in range, computed
-        # when the row moves from A to B). B emits its lowest pending position each cycle into
-        # the broadcast register, so a row costs max(1, nonzeros) cycles (a row with nothing to
-        # emit spends one cycle in B).
-        sc_addr = Signal(bbits + 1)        # address of the next row to fetch
-        sc_jnext = Signal(abits + 1)       # column index of the next row to fetch
-        a_valid = Signal()                 # stage A: a row on the read ports
-        a_jbase = Signal(abits + 1)
-        b_valid = Signal()                 # stage B: the row register
-        b_jbase = Signal(abits + 1)
-        b_data = [Signal(8, name=f"row_data{i}") for i in range(P)]
-        b_mask = Signal(P)
-        sv = Signal()                      # broadcast register: valid, pointer address, value
-        sv_ptr = Signal(p.ptr_addr_bits)
-        sv_act = Signal(8)
-        scanning = Signal()
-        scan_done = Signal()
-        a_data = [Signal(8, name=f"ram_data{i}") for i in range(P)]
-        a_mask = Signal(P)
-        a_zeros = Signal(range(P + 1))
-        first = Signal(range(P))
-        first_bit = Signal(P)
-        all_ready = Signal()
-        out_free = Signal()
-        emit = Signal()
-        b_free = Signal()
-        a_move = Signal()
-        fetch = Signal()
+        # ---- scanner (hw/scanner.py): reads rows of P activations from the current buffer
+        # and broadcasts the nonzero ones to every PE at once (valid = pending & all PEs ready)
+        m.submodules.scanner = scanner = Scanner(p)
+        m.d.comb += [scanner.col.ready.eq(Cat(pe.col.ready for pe in pes).all()),
+                     scanner.in_f.eq(in_f),
+                     scanner.ptr_base.eq(ptr_base), scanner.skip_zero.eq(skip_zero)]
         for i in range(P):
-            m.d.comb += [
-                a_data[i].eq(Mux(buf, bank_rp[1][i].data, bank_rp[0][i].data)),
-                a_mask[i].eq(((a_data[i] != 0) | ~skip_zero) & (a_jbase + i < in_f)),
-            ]
-        m.d.comb += a_zeros.eq(sum(((a_data[i] == 0) & (a_jbase + i < in_f)) for i in range(P)))
-        for i in reversed(range(P)):
-            with m.If(b_mask[i]):
-                m.d.comb += [first.eq(i), first_bit.eq(1 << i)]
-        m.d.comb += [
-            all_ready.eq(Cat(pe.col.ready for pe in pes).all()),
-            out_free.eq(~sv | all_ready),
-            emit.eq(scanning & b_valid & (b_mask != 0) & out_free),
-            # B takes a new row when empty, when its row has nothing (left) to emit, or when it
-            # emits its last pending position now
-            b_free.eq(~b_valid | (b_mask == 0) | (emit & (b_mask == first_bit))),
-            a_move.eq(scanning & a_valid & b_free),
-            fetch.eq(scanning & (sc_jnext < in_f) & (~a_valid | a_move)),
-            scan_done.eq(~a_valid & ~b_valid & (sc_jnext >= in_f)),
-        ]
+            m.d.comb += scanner.rd_data[i].eq(Mux(buf, bank_rp[1][i].data, bank_rp[0][i].data))
         for b in range(2):
             for i in range(P):
-                m.d.comb += [bank_rp[b][i].addr.eq(sc_addr), bank_rp[b][i].en.eq(fetch)]
-        with m.If(fetch):
-            m.d.sync += [sc_addr.eq(sc_addr + 1), sc_jnext.eq(sc_jnext + P), a_valid.eq(1),
-                         a_jbase.eq(sc_jnext)]
-        with m.Elif(a_move):
-            m.d.sync += a_valid.eq(0)
-        with m.If(a_move):
-            m.d.sync += [b_valid.eq(1), b_mask.eq(a_mask), b_jbase.eq(a_jbase)]
-            m.d.sync += [b_data[i].eq(a_data[i]) for i in range(P)]
-        with m.Elif(b_free):
-            m.d.sync += [b_valid.eq(0), b_mask.eq(0)]
-        with m.Elif(emit):
-            m.d.sync += b_mask.eq(b_mask & ~first_bit)
-        with m.If(emit):
-            m.d.sync += [sv.eq(1), sv_act.eq(Array(b_data)[first]),
-                         sv_ptr.eq(ptr_base + b_jbase + first)]
-        with m.Elif(sv & all_ready):
-            m.d.sync += sv.eq(0)
+                m.d.comb += [bank_rp[b][i].addr.eq(scanner.rd_addr),
+                             bank_rp[b][i].en.eq(scanner.rd_en)]
         for pe in pes:
-            m.d.comb += [pe.col.valid.eq(sv & all_ready),
-                         pe.col.payload.eq(Cat(sv_ptr, sv_act))]
-        skipped_now = Signal(range(P + 1))
-        with m.If(a_move & skip_zero):
-            m.d.sync += skipped_now.eq(a_zeros)   # counted a cycle later (registered)
-        with m.Else():
-            m.d.sync += skipped_now.eq(0)
+            m.d.comb += [pe.col.valid.eq(scanner.col.valid),
+                         pe.col.payload.eq(scanner.col.payload)]
 
         # ---- finalization writes into the other buffer
         for i, pe in enumerate(pes):
@@ -324,10 +263,10 @@ class Accelerator(wiring.Component):
         count(self.cycles, 1)
         count(self.useful_macs, sum(pe.useful for pe in pes))
         count(self.entries, sum(pe.issue for pe in pes))
-        count(self.skipped_acts, skipped_now)
+        count(self.skipped_acts, scanner.skipped)
         for i, pe in enumerate(pes):
             count(self.pe_busy[i], pe.issue)
-            count(self.pe_stall[i], sv & ~pe.col.ready)
+            count(self.pe_stall[i], scanner.pending & ~pe.col.ready)
 
         # ---- sequencer
         with m.FSM():
@@ -354,12 +293,12 @@ class Accelerator(wiring.Component):
                              ptr_base.eq(desc_rd[DESC_PTR_BASE]),
                              row_base.eq(desc_rd[DESC_ROW_BASE]),
                              requant.eq(desc_rd[DESC_FLAGS][0] & LDESC_REQUANT),
-                             last.eq(layer + 1 == n_layers),
-                             sc_addr.eq(0), sc_jnext.eq(0), a_valid.eq(0), b_valid.eq(0)]
+                             last.eq(layer + 1 == n_layers)]
+                m.d.comb += scanner.start.eq(1)
                 m.next = "SCAN"
             with m.State("SCAN"):
-                m.d.comb += [self.busy.eq(1), counting.eq(1), scanning.eq(1)]
-                with m.If(scan_done & ~sv & all_idle):
+                m.d.comb += [self.busy.eq(1), counting.eq(1), scanner.enable.eq(1)]
+                with m.If(scanner.done & all_idle):
                     m.d.sync += fin_start.eq(1)   # registered: the PEs start next cycle
                     m.next = "FINAL"
             with m.State("FINAL"):

@@ -1,6 +1,7 @@
 """The activation scanner, seen through the accelerator's counters (Amaranth simulator): it
 broadcasts exactly the nonzero activations of every layer (all of them with skipping off), in
-rows of ``pes`` that cost ``max(1, nonzeros)`` cycles, under random stalls."""
+rows of ``pes`` that cost ``max(1, nonzeros)`` cycles, under random stalls. The scanner component
+alone, cycle by cycle against a Python model, is in ``test_hw_scanner_unit.py``."""
 
 from __future__ import annotations
 

@@ -1,0 +1,262 @@
+"""Unit tests of the activation scanner (``hw/scanner.py``) in the Amaranth simulator, against a
+Python model: ``P`` real memory banks hold an activation vector (activation ``j`` in bank
+``j % P`` at address ``j // P``, the rest of every bank filled with garbage, zero and nonzero,
+that must never count as part of the layer) and feed the scanner's read port.
+
+The model: the scanner emits ``(ptr_base + j, a_j)`` for every nonzero ``a_j`` with ``j < in_f``
+(every ``j`` with skipping off), in column order; ``skipped`` sums to the zeros in range (0 with
+skipping off); ``done`` rises after the last emit and stays high. With ``col.ready`` always high
+the timing is exact (see the module docstring of ``hw/scanner.py``): counting from the first
+cycle ``enable`` is high, row 0 is in the row register from cycle 2, row ``r + 1`` follows row
+``r`` after ``max(1, n_r)`` cycles (``n_r`` its positions to emit), and its ``k``-th emit is on
+``col`` at ``+ k + 1``."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.hdl import Elaboratable, Module, unsigned
+from amaranth.lib.memory import Memory
+from amaranth.sim import Simulator
+
+from zeroskip.hw.pe import bank_depth
+from zeroskip.hw.scanner import Scanner
+from zeroskip.sw.params import HwParams
+
+pytestmark = pytest.mark.sim
+
+ACT_DEPTH = 48
+PTR_DEPTH = 256
+TAIL = 4              # cycles checked after ``done`` rises
+
+
+def make_params(pes: int) -> HwParams:
+    return HwParams(pes=pes, act_depth=ACT_DEPTH, ptr_depth=PTR_DEPTH, entry_depth=64,
+                    row_depth=16)
+
+
+class Harness(Elaboratable):
+    """The scanner on ``P`` activation banks, as in the accelerator (one buffer)."""
+
+    def __init__(self, params: HwParams):
+        self.params = params
+        self.scanner = Scanner(params)
+        self.banks = [Memory(shape=unsigned(8), depth=bank_depth(params), init=[])
+                      for _ in range(params.pes)]
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.scanner = sc = self.scanner
+        for i, bank in enumerate(self.banks):
+            m.submodules[f"bank{i}"] = bank
+            rp = bank.read_port()
+            m.d.comb += [rp.addr.eq(sc.rd_addr), rp.en.eq(sc.rd_en), sc.rd_data[i].eq(rp.data)]
+        return m
+
+
+def model(acts, pes: int, ptr_base: int, skip: bool):
+    """Expected behaviour for one layer with ``col.ready`` always high: the emitted
+    ``(cycle, ptr, act)``, the nonzero ``skipped`` values by cycle, and the cycle ``done``
+    rises (cycles counted from the first one with ``enable`` high)."""
+    acts = [int(a) for a in acts]
+    in_f = len(acts)
+    emits, skipped = [], {}
+    t = 2                                   # row 0 reaches the row register
+    for base in range(0, in_f, pes):
+        row = range(base, min(base + pes, in_f))
+        pending = [j for j in row if acts[j] != 0 or not skip]
+        zeros = sum(acts[j] == 0 for j in row)
+        if skip and zeros:
+            skipped[t] = zeros
+        for k, j in enumerate(pending):
+            emits.append((t + k + 1, ptr_base + j, acts[j]))
+        t += max(1, len(pending))
+    done = max([t] + [e[0] + 1 for e in emits])
+    return emits, skipped, done
+
+
+def run_layers(pes: int, layers, *, backpressure: float = 0.0, seed: int = 0,
+               gap: int = 0, abort: dict[int, int] | None = None):
+    """Scan ``layers`` (a list of ``(acts, ptr_base, skip)``) one after the other, like the
+    accelerator: ``start`` for one cycle, then ``enable`` until ``done`` (+ ``TAIL`` cycles),
+    or, for layer ``i`` in ``abort``, only for ``abort[i]`` cycles (the next ``start`` comes
+    in the middle of the scan). Returns per layer a record of what the scanner did, cycle by
+    cycle from ``enable``."""
+    abort = abort or {}
+    params = make_params(pes)
+    dut = Harness(params)
+    sc = dut.scanner
+    rng = random.Random(seed)
+    depth = bank_depth(params)
+    records = []
+
+    async def bench(ctx):
+        for i, (acts, ptr_base, skip) in enumerate(layers):
+            # garbage (zero and nonzero) everywhere, then the layer's activations
+            for bank in dut.banks:
+                for a in range(depth):
+                    ctx.set(bank.data[a], rng.randrange(1, 256) if rng.random() < 0.7 else 0)
+            for j, a in enumerate(acts):
+                ctx.set(dut.banks[j % pes].data[j // pes], int(a))
+            ctx.set(sc.enable, 0)
+            for _ in range(gap):
+                await ctx.tick()
+            ctx.set(sc.in_f, len(acts))
+            ctx.set(sc.ptr_base, ptr_base)
+            ctx.set(sc.skip_zero, int(skip))
+            ctx.set(sc.start, 1)
+            await ctx.tick()
+            ctx.set(sc.start, 0)
+            ctx.set(sc.enable, 1)
+            rec = {"emits": [], "skipped": {}, "done": [], "stalls": 0}
+            held = None           # the broadcast register's content while it waits
+            limit = 4 * len(acts) + 20
+            t = 0
+            while True:
+                ready = int(rng.random() >= backpressure)
+                rec["stalls"] += 1 - ready
+                ctx.set(sc.col.ready, ready)
+                valid, pending, done, skipped = (ctx.get(sc.col.valid), ctx.get(sc.pending),
+                                                 ctx.get(sc.done), ctx.get(sc.skipped))
+                payload = (ctx.get(sc.col.payload.ptr), ctx.get(sc.col.payload.act))
+                assert valid == (pending & ready), f"cycle {t}: valid must be pending & ready"
+                if held is not None:     # a waiting value is neither dropped nor changed
+                    assert pending and payload == held, f"cycle {t}: broadcast lost or changed"
+                held = payload if pending and not ready else None
+                if valid:
+                    rec["emits"].append((t, *payload))
+                if skipped:
+                    rec["skipped"][t] = skipped
+                if done:
+                    rec["done"].append(t)
+                if len(rec["done"]) > TAIL or t + 1 == abort.get(i):
+                    break
+                assert t < limit + rec["stalls"], "the scanner never finished"
+                await ctx.tick()
+                t += 1
+            records.append(rec)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return records
+
+
+def check_layer(rec, acts, pes: int, ptr_base: int, skip: bool, exact: bool):
+    emits, skipped, done = model(acts, pes, ptr_base, skip)
+    # the sequence: exactly the (pointer, value) of the nonzero (all, without skipping)
+    # activations in range, in column order; nothing lost or duplicated
+    assert [e[1:] for e in rec["emits"]] == [e[1:] for e in emits]
+    zeros = sum(int(a) == 0 for a in acts)
+    assert sum(rec["skipped"].values()) == (zeros if skip else 0)
+    # done rises only after the last emit, then stays high
+    first_done = rec["done"][0]
+    assert rec["done"] == list(range(first_done, first_done + TAIL + 1))
+    if rec["emits"]:
+        assert first_done > rec["emits"][-1][0]
+    if exact:
+        assert [e[0] for e in rec["emits"]] == [e[0] for e in emits], "emit cycles"
+        assert rec["skipped"] == skipped, "skipped counts and their cycles"
+        assert first_done == done, "done cycle"
+
+
+def vector(kind: str, n: int, rng: np.random.Generator, pes: int) -> np.ndarray:
+    if kind == "random":
+        return np.where(rng.random(n) < 0.5, rng.integers(1, 256, n), 0)
+    if kind == "zeros":
+        return np.zeros(n, dtype=np.int64)
+    if kind == "dense":
+        return rng.integers(1, 256, n)
+    if kind == "zero_rows":       # whole rows of zeros in the middle (and at the end)
+        x = rng.integers(1, 256, n)
+        x[pes:4 * pes] = 0
+        x[n - (n % pes or pes):] = 0
+        return x
+    if kind == "edges":           # 255 and 1, isolated nonzeros at the row boundaries
+        x = np.zeros(n, dtype=np.int64)
+        x[::pes] = 255
+        x[pes - 1::pes] = 1
+        return x
+    raise ValueError(kind)
+
+
+SHAPES = [(1, 1), (1, 20), (3, 1), (3, 3), (3, 23), (8, 1), (8, 8), (8, 45), (8, ACT_DEPTH)]
+KINDS = ["random", "zeros", "dense", "zero_rows", "edges"]
+
+
+@pytest.mark.parametrize("skip", [True, False], ids=["skip", "dense"])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("pes,in_f", SHAPES)
+def test_scanner_sequence_and_timing(pes, in_f, kind, skip):
+    """``col.ready`` always high: the exact sequence, emit cycles, skipped counts and done."""
+    rng = np.random.default_rng([pes, in_f, KINDS.index(kind)])
+    acts = vector(kind, in_f, rng, pes)
+    ptr_base = int(rng.integers(0, PTR_DEPTH - in_f))
+    (rec,) = run_layers(pes, [(acts, ptr_base, skip)], seed=in_f)
+    check_layer(rec, acts, pes, ptr_base, skip, exact=True)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("pes", [1, 3, 8])
+def test_scanner_under_backpressure(pes, seed):
+    """Random back-pressure on ``col.ready``: the same sequence, nothing lost or duplicated,
+    and a waiting value is held unchanged."""
+    rng = np.random.default_rng([pes, seed, 7])
+    layers = []
+    for kind in ["random", "zero_rows", "dense", "zeros", "edges"]:
+        n = int(rng.integers(1, ACT_DEPTH + 1))
+        layers.append((vector(kind, n, rng, pes), int(rng.integers(0, PTR_DEPTH - n)),
+                       bool(rng.random() < 0.75)))
+    recs = run_layers(pes, layers, backpressure=float(rng.choice([0.2, 0.5, 0.8])),
+                      seed=seed)
+    for rec, (acts, ptr_base, skip) in zip(recs, layers):
+        assert rec["stalls"] > 0
+        check_layer(rec, acts, pes, ptr_base, skip, exact=False)
+
+
+@pytest.mark.parametrize("gap", [0, 3])
+@pytest.mark.parametrize("pes", [1, 3, 8])
+def test_scanner_restarts_for_each_layer(pes, gap):
+    """``start`` after ``done`` (as the accelerator's DESC state does, right away or after
+    idle cycles) scans the next layer from column 0 with its own ``in_f``/``ptr_base``/skip
+    mode, with exact timing; a longer layer first leaves nothing behind for a shorter one."""
+    rng = np.random.default_rng([pes, gap, 3])
+    layers = [(vector("random", 41, rng, pes), 0, True),
+              (vector("random", 10, rng, pes), 42, True),
+              (vector("zero_rows", 29, rng, pes), 53, False),
+              (vector("edges", 1, rng, pes), 83, True),
+              (vector("dense", 17, rng, pes), 85, True)]
+    recs = run_layers(pes, layers, seed=gap, gap=gap)
+    assert len(recs) == len(layers)
+    for rec, (acts, ptr_base, skip) in zip(recs, layers):
+        check_layer(rec, acts, pes, ptr_base, skip, exact=True)
+
+
+@pytest.mark.parametrize("pes", [1, 3, 8])
+def test_scanner_restarts_in_the_middle_of_a_scan(pes):
+    """``start`` while a layer is still being scanned (rows in A and B, a value in the
+    broadcast register) empties the row pipeline: the next layer's scan is exact, as from
+    reset."""
+    rng = np.random.default_rng([pes, 11])
+    layers, abort = [], {}
+    for i in range(6):
+        layers.append((vector("dense", 40, rng, pes), 0, True))
+        abort[len(layers) - 1] = 3 + i
+        layers.append((vector("random", 23, rng, pes), 60 + i, bool(i % 2)))
+    recs = run_layers(pes, layers, seed=pes, abort=abort)
+    for i, (rec, (acts, ptr_base, skip)) in enumerate(zip(recs, layers)):
+        if i in abort:
+            assert len(rec["emits"]) == abort[i] - 3 >= 0 and not rec["done"]
+        else:
+            check_layer(rec, acts, pes, ptr_base, skip, exact=True)
+
+
+def test_model_timing_rule():
+    """The model itself: a row costs max(1, nonzeros) cycles."""
+    emits, skipped, done = model([0, 0, 0, 5, 0, 7, 0, 0, 0, 0, 0, 9], 3, 10, True)
+    assert emits == [(4, 13, 5), (5, 15, 7), (7, 21, 9)]
+    assert skipped == {2: 3, 3: 1, 5: 3, 6: 2}
+    assert done == 8
