@@ -15,13 +15,14 @@ Pipeline (one entry per cycle, no bubbles between columns)::
     S2  entry issue      entry address = the current column's next entry, or the queue head's
     S3a entry register   the entry memory's output is registered
     S3  decode           row = delta (first of column) or row + delta + 1; acc[row] read; w * a
-    S4  accumulate       acc[row] += w * a (back-to-back hits on one row across a column
-                         boundary take the value just written, forwarded from S4)
+    S4  read register    the accumulator's output is registered
+    S5  accumulate       acc[row] += w * a (the two writes ahead of an entry's read are
+                         forwarded; rows can only repeat across a column boundary)
 
-Finalization pipeline (one row per cycle): F0 read acc/bias/rq, F1 sum = acc + bias (clear acc),
-F2 product = sum * M, F3 add the rounding bit, F4a shift by 8*(S//8), F4b shift by S%8 and clamp,
-then write (activation bank, or acc for the output layer, which the read-out then streams and
-clears).
+Finalization pipeline (one row per cycle): F0 read acc/bias/rq, F1 clear acc, F1a register the
+memories' outputs and sum = acc + bias, F2 product = sum * M, F3 add the rounding bit, F4a shift
+by 8*(S//8), F4b shift by S%8 and clamp, then write (activation bank, or acc for the output
+layer, which the read-out then streams and clears).
 """
 
 from __future__ import annotations
@@ -170,13 +171,18 @@ class PE(wiring.Component):
         p2_empty = Signal()
         m.d.comb += p2_empty.eq(p2_start == p2_end)
 
-        job = data.StructLayout({"start": unsigned(p.entry_addr_bits),
-                                 "end": unsigned(p.entry_addr_bits), "act": unsigned(8)})
+        # ``rem``: the column's entries minus 2 (signed), so the entry stage's "column continues"
+        # flag is the sign bit of a down-counter register, with no compare in its path
+        rem_shape = signed(p.entry_addr_bits + 2)
+        job = data.StructLayout({"start": unsigned(p.entry_addr_bits), "rem": rem_shape,
+                                 "act": unsigned(8)})
         # the buffered FIFO's inner queue holds ``depth`` (its output register one more): a
         # column written while another moves to the output register always finds room
         m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=job.size, depth=depth + 1)
-        m.d.comb += [queue.w_en.eq(p2_valid & ~p2_empty),
-                     queue.w_data.eq(Cat(p2_start, p2_end, p2_act))]
+        p2_rem = Signal(rem_shape)
+        m.d.comb += [p2_rem.eq(p2_end - p2_start - 2),
+                     queue.w_en.eq(p2_valid & ~p2_empty),
+                     queue.w_data.eq(Cat(p2_start, p2_rem, p2_act))]
         head = data.View(job, queue.r_data)
 
         # credits: ``pending`` counts the columns taken and not yet dropped or popped (in P1, P2
@@ -191,13 +197,14 @@ class PE(wiring.Component):
         m.d.sync += [pending.eq(pending_next), ready.eq(pending_next < depth)]
         m.d.comb += self.col.ready.eq(ready)
 
-        # ---- S2: entry issue
+        # ---- S2: entry issue. s2_left = entries of the current column still to issue, minus 1
+        # (-1: none); s2_has is its sign bit inverted
         s2_cur = Signal(p.entry_addr_bits)
-        s2_end = Signal(p.entry_addr_bits)
+        s2_left = Signal(rem_shape, init=-1)
         s2_act = Signal(8)
         s2_has = Signal()
         jq_pop = Signal()
-        m.d.comb += [s2_has.eq(s2_cur != s2_end),
+        m.d.comb += [s2_has.eq(~s2_left[-1]),
                      jq_pop.eq(queue.r_rdy & ~s2_has),
                      queue.r_en.eq(~s2_has)]
         v3 = Signal()
@@ -205,9 +212,9 @@ class PE(wiring.Component):
         first3 = Signal()
         m.d.comb += ent.addr.eq(Mux(s2_has, s2_cur, head.start))
         with m.If(s2_has):
-            m.d.sync += s2_cur.eq(s2_cur + 1)
+            m.d.sync += [s2_cur.eq(s2_cur + 1), s2_left.eq(s2_left - 1)]
         with m.Elif(jq_pop):
-            m.d.sync += [s2_cur.eq(head.start + 1), s2_end.eq(head.end), s2_act.eq(head.act)]
+            m.d.sync += [s2_cur.eq(head.start + 1), s2_left.eq(head.rem), s2_act.eq(head.act)]
         m.d.sync += [v3.eq(s2_has | jq_pop), a3.eq(Mux(s2_has, s2_act, head.act)),
                      first3.eq(jq_pop)]
         m.d.comb += self.issue.eq(s2_has | jq_pop)
@@ -230,16 +237,29 @@ class PE(wiring.Component):
         row4 = Signal(self.row_bits)
         prod4 = Signal(signed(p.weight_bits + 9))
         m.d.sync += [v4.eq(v3r), row4.eq(row), prod4.eq(e.weight * a3r)]
-        # read-after-write forwarding: S3 reads acc[row] in the cycle S4 writes acc[row4]; on
-        # the same row (only across a column boundary) S4 takes the written value instead of
-        # the memory's (which may be the old one)
-        hit4 = Signal()
-        fwd = Signal(acc_shape)
-        m.d.sync += [hit4.eq(v4 & (row4 == row)), fwd.eq(acc_wp.data)]
         m.d.comb += self.useful.eq(v3r & (e.weight != 0) & (a3r != 0))
 
-        # ---- S4: accumulate (write port shared with finalization and read-out, see below)
-        m.d.comb += self.idle.eq((pending == 0) & ~s2_has & ~v3 & ~v3r & ~v4)
+        # ---- S4: the accumulator's read data is registered (no adder after the memory output)
+        v5 = Signal()
+        row5 = Signal(self.row_bits)
+        prod5 = Signal(signed(p.weight_bits + 9))
+        acc5 = Signal(acc_shape)
+        m.d.sync += [v5.eq(v4), row5.eq(row4), prod5.eq(prod4), acc5.eq(acc_rp.data)]
+        # read-after-write forwarding: an entry's read (S3) misses the writes of the two entries
+        # ahead of it (S5 in the same cycle and the next); rows increase strictly within a
+        # column, so they can only hit across a column boundary. The hits are decided in S4,
+        # the values taken from the last two writes in S5.
+        w1_valid = Signal()                    # S5's write one cycle ago
+        w1_row = Signal(self.row_bits)
+        fwd1 = Signal(acc_shape)
+        fwd2 = Signal(acc_shape)
+        hit1 = Signal()
+        hit2 = Signal()
+        m.d.sync += [w1_valid.eq(v5), w1_row.eq(row5), fwd1.eq(acc_wp.data), fwd2.eq(fwd1),
+                     hit1.eq(v5 & (row5 == row4)), hit2.eq(w1_valid & (w1_row == row4))]
+
+        # ---- S5: accumulate (write port shared with finalization and read-out, see below)
+        m.d.comb += self.idle.eq((pending == 0) & ~s2_has & ~v3 & ~v3r & ~v4 & ~v5)
 
         # ---- finalization
         fin_active = Signal()
@@ -264,16 +284,23 @@ class PE(wiring.Component):
         fv1 = Signal()
         l1 = Signal(self.row_bits)
         m.d.sync += [fv1.eq(fin_active & ~self.fin_start), l1.eq(fin_l)]
+        # F1a: the memories' outputs are registered (no adder after a memory output)
+        fv1a, l1a = Signal(), Signal(self.row_bits)
+        acc1a = Signal(acc_shape)
+        bias1a = Signal(acc_shape)
+        rq1a = Signal(p.mult_bits + p.shift_bits)
+        m.d.sync += [fv1a.eq(fv1), l1a.eq(l1), acc1a.eq(acc_rp.data), bias1a.eq(bias_rp.data),
+                     rq1a.eq(rq_rp.data)]
         sum1 = Signal(acc_shape)
-        m.d.comb += sum1.eq(acc_rp.data + bias_rp.data)
-        mult1 = rq_rp.data[:p.mult_bits]
-        shift1 = rq_rp.data[p.mult_bits:]
+        m.d.comb += sum1.eq(acc1a + bias1a)
+        mult1 = rq1a[:p.mult_bits]
+        shift1 = rq1a[p.mult_bits:]
         # F2
         fv2, l2 = Signal(), Signal(self.row_bits)
         sum2 = Signal(acc_shape)
         mult2 = Signal(p.mult_bits)
         shift2 = Signal(p.shift_bits)
-        m.d.sync += [fv2.eq(fv1), l2.eq(l1), sum2.eq(sum1), mult2.eq(mult1), shift2.eq(shift1)]
+        m.d.sync += [fv2.eq(fv1a), l2.eq(l1a), sum2.eq(sum1), mult2.eq(mult1), shift2.eq(shift1)]
         # F3
         fv3, l3 = Signal(), Signal(self.row_bits)
         sum3 = Signal(acc_shape)
@@ -322,7 +349,7 @@ class PE(wiring.Component):
             self.out_addr.eq(l4),
             self.out_data.eq(q4),
             self.out_en.eq(fv4 & ~fin_last),
-            self.fin_done.eq(~fin_active & ~fv1 & ~fv2 & ~fv3 & ~fvr & ~fvs & ~fv4
+            self.fin_done.eq(~fin_active & ~fv1 & ~fv1a & ~fv2 & ~fv3 & ~fvr & ~fvs & ~fv4
                              & ~self.fin_start),
         ]
 
@@ -335,9 +362,9 @@ class PE(wiring.Component):
             m.d.comb += acc_rp.addr.eq(row)
         m.d.comb += self.ro_data.eq(acc_rp.data)
 
-        with m.If(v4):
-            m.d.comb += [acc_wp.addr.eq(row4),
-                         acc_wp.data.eq(Mux(hit4, fwd, acc_rp.data) + prod4),
+        with m.If(v5):
+            m.d.comb += [acc_wp.addr.eq(row5),
+                         acc_wp.data.eq(Mux(hit1, fwd1, Mux(hit2, fwd2, acc5)) + prod5),
                          acc_wp.en.eq(1)]
         with m.Elif(fv1 & ~fin_last):
             m.d.comb += [acc_wp.addr.eq(l1), acc_wp.data.eq(0), acc_wp.en.eq(1)]

@@ -26,9 +26,9 @@ __all__ = ["LayerCycles", "predict_layer", "predict", "useful_macs", "dense_macs
 SCAN_LATENCY = 1      # bank read -> broadcast register
 POINTER_LATENCY = 2   # taken from the broadcast -> pointers registered (dropped or queued)
 QUEUE_LATENCY = 2     # written into the job queue -> visible at its output (buffered FIFO)
-DRAIN = 4             # last entry issued -> accumulated and idle
+DRAIN = 5             # last entry issued -> accumulated and idle
 DROP_DRAIN = 2        # last column dropped (or popped) -> idle
-FINAL_LATENCY = 8     # finalization pipeline depth plus start/done handshakes
+FINAL_LATENCY = 9     # finalization pipeline depth plus start/done handshakes
 LAYER_OVERHEAD = 2    # descriptor fetch, scan start and state changes per layer
 
 
