@@ -212,35 +212,40 @@ class Accelerator(wiring.Component):
         all_fin_done = Signal()
         m.d.comb += all_fin_done.eq(Cat(pe.fin_done for pe in pes).all())
 
-        # ---- read-out
+        # ---- read-out: a pipeline with one stall signal (``ro_adv``): stage 1 is the PEs'
+        # accumulator read data, stage 2 each PE's registered copy (``ro_data``), which the
+        # result FIFO takes; a value is cleared from the accumulators as it moves to stage 2
         ro_r = Signal(abits)
         ro_bank = Signal(pbits)
         ro_addr = Signal(bbits)
-        rv = Signal()
-        rv_bank = Signal(pbits)
-        rv_addr = Signal(bbits)
+        rv1 = Signal()
+        rv1_bank = Signal(pbits)
+        rv1_addr = Signal(bbits)
+        rv2 = Signal()
+        rv2_bank = Signal(pbits)
         reading = Signal()
         ro_adv = Signal()
         # results leave through a small FIFO, so the outside's ready reaches no memory port
         m.submodules.result_fifo = rfifo = fifo.SyncFIFOBuffered(width=32, depth=2)
         wiring.connect(m, rfifo.r_stream, wiring.flipped(self.result))
-        m.d.comb += ro_adv.eq(~rv | rfifo.w_stream.ready)
-        m.d.comb += [rfifo.w_stream.valid.eq(rv),
-                     rfifo.w_stream.payload.eq(Array(pe.ro_data for pe in pes)[rv_bank])]
+        m.d.comb += ro_adv.eq(~rv2 | rfifo.w_stream.ready)
+        m.d.comb += [rfifo.w_stream.valid.eq(rv2),
+                     rfifo.w_stream.payload.eq(Array(pe.ro_data for pe in pes)[rv2_bank])]
         for i, pe in enumerate(pes):
             m.d.comb += [pe.ro_sel.eq(reading), pe.ro_addr.eq(ro_addr), pe.ro_en.eq(ro_adv),
-                         pe.ro_clr_en.eq(rv & rfifo.w_stream.ready & (rv_bank == i)),
-                         pe.ro_clr_addr.eq(rv_addr)]
+                         pe.ro_clr_en.eq(rv1 & ro_adv & (rv1_bank == i)),
+                         pe.ro_clr_addr.eq(rv1_addr)]
         with m.If(reading & ro_adv):
+            m.d.sync += [rv2.eq(rv1), rv2_bank.eq(rv1_bank)]
             with m.If(ro_r != out_f):
-                m.d.sync += [rv.eq(1), rv_bank.eq(ro_bank), rv_addr.eq(ro_addr),
+                m.d.sync += [rv1.eq(1), rv1_bank.eq(ro_bank), rv1_addr.eq(ro_addr),
                              ro_r.eq(ro_r + 1)]
                 with m.If(ro_bank == P - 1):
                     m.d.sync += [ro_bank.eq(0), ro_addr.eq(ro_addr + 1)]
                 with m.Else():
                     m.d.sync += ro_bank.eq(ro_bank + 1)
             with m.Else():
-                m.d.sync += rv.eq(0)
+                m.d.sync += rv1.eq(0)
 
         # ---- counters
         cw = self.counter_width
@@ -316,8 +321,8 @@ class Accelerator(wiring.Component):
                 m.next = "DESC"
             with m.State("READOUT"):
                 m.d.comb += [self.busy.eq(1), reading.eq(1)]
-                with m.If((ro_r == out_f) & (~rv | rfifo.w_stream.ready)):
-                    m.d.sync += [layer.eq(0), rv.eq(0)]
+                with m.If((ro_r == out_f) & ~rv1 & ro_adv):
+                    m.d.sync += [layer.eq(0), rv2.eq(0)]
                     m.next = "IDLE_WAIT"
             with m.State("IDLE_WAIT"):
                 # layer 0's descriptor reaches the read ports again

@@ -20,9 +20,9 @@ Pipeline (one entry per cycle, no bubbles between columns)::
                          forwarded; rows can only repeat across a column boundary)
 
 Finalization pipeline (one row per cycle): F0 read acc/bias/rq, F1 clear acc, F1a register the
-memories' outputs and sum = acc + bias, F2 product = sum * M, F3 add the rounding bit, F4a shift
-by 8*(S//8), F4b shift by S%8 and clamp, then write (activation bank, or acc for the output
-layer, which the read-out then streams and clears).
+memories' outputs and sum = acc + bias, F2p two partial products of sum * M, F3 their sum, F3b
+add the rounding bit, F4a shift by 8*(S//8), F4b shift by S%8 and clamp, then write (activation
+bank, or acc for the output layer, which the read-out then streams and clears).
 """
 
 from __future__ import annotations
@@ -71,7 +71,9 @@ class PE(wiring.Component):
     out_addr, out_data, out_en : Out
         Writes of requantized activations into this PE's bank of the next activation buffer.
     ro_sel, ro_addr, ro_en, ro_data, ro_clr_en, ro_clr_addr
-        Read-out of the output layer's results (and clearing of the accumulators behind it).
+        Read-out of the output layer's results (and clearing of the accumulators behind it): in
+        a cycle with ``ro_sel & ro_en`` the accumulator at ``ro_addr`` is read and ``ro_data``
+        takes the value read at the previous such cycle (a register).
     issue, useful : Out(1)
         This cycle an entry was issued / a useful MAC (weight and activation nonzero) was done.
     """
@@ -301,16 +303,27 @@ class PE(wiring.Component):
         mult2 = Signal(p.mult_bits)
         shift2 = Signal(p.shift_bits)
         m.d.sync += [fv2.eq(fv1a), l2.eq(l1a), sum2.eq(sum1), mult2.eq(mult1), shift2.eq(shift1)]
-        # F3
+        # F2p: two partial products, each one hardware multiplier with a registered output:
+        # sum = hi * 2**16 + lo (lo unsigned), so sum * M = (hi * M) * 2**16 + lo * M
+        fv2p, l2p = Signal(), Signal(self.row_bits)
+        sum2p = Signal(acc_shape)
+        shift2p = Signal(p.shift_bits)
+        plo = Signal(unsigned(16 + p.mult_bits))
+        phi = Signal(signed(p.acc_width - 16 + p.mult_bits + 1))
+        round2p = Signal(p.acc_width + p.mult_bits + 1)   # 2**(S-1), decoded early
+        m.d.sync += [fv2p.eq(fv2), l2p.eq(l2), sum2p.eq(sum2), shift2p.eq(shift2),
+                     plo.eq(sum2[:16] * mult2),
+                     phi.eq(sum2[16:].as_signed() * mult2),
+                     round2p.eq(Const(1, unsigned(p.acc_width + p.mult_bits + 1))
+                                << (shift2 - 1)[:p.shift_bits])]
+        # F3: the product
         fv3, l3 = Signal(), Signal(self.row_bits)
         sum3 = Signal(acc_shape)
         shift3 = Signal(p.shift_bits)
         prod3 = Signal(signed(p.acc_width + p.mult_bits + 1))
-        round3 = Signal(p.acc_width + p.mult_bits + 1)    # 2**(S-1), decoded a stage early
-        m.d.sync += [fv3.eq(fv2), l3.eq(l2), sum3.eq(sum2), shift3.eq(shift2),
-                     prod3.eq(sum2 * mult2),
-                     round3.eq(Const(1, unsigned(p.acc_width + p.mult_bits + 1))
-                               << (shift2 - 1)[:p.shift_bits])]
+        round3 = Signal(p.acc_width + p.mult_bits + 1)
+        m.d.sync += [fv3.eq(fv2p), l3.eq(l2p), sum3.eq(sum2p), shift3.eq(shift2p),
+                     prod3.eq((phi << 16) + plo), round3.eq(round2p)]
         # F3b: add the rounding bit (registered: the carry chain and the shifter get a cycle each)
         # |prod3| < 2**(acc_width + mult_bits - 1): a shift beyond acc_width + mult_bits always
         # gives 0 (or a clamped negative), as in the reference; below it the rounding bit fits.
@@ -349,7 +362,7 @@ class PE(wiring.Component):
             self.out_addr.eq(l4),
             self.out_data.eq(q4),
             self.out_en.eq(fv4 & ~fin_last),
-            self.fin_done.eq(~fin_active & ~fv1 & ~fv1a & ~fv2 & ~fv3 & ~fvr & ~fvs & ~fv4
+            self.fin_done.eq(~fin_active & ~fv1 & ~fv1a & ~fv2 & ~fv2p & ~fv3 & ~fvr & ~fvs & ~fv4
                              & ~self.fin_start),
         ]
 
@@ -360,7 +373,10 @@ class PE(wiring.Component):
             m.d.comb += [acc_rp.addr.eq(self.ro_addr), acc_rp.en.eq(self.ro_en)]
         with m.Else():
             m.d.comb += acc_rp.addr.eq(row)
-        m.d.comb += self.ro_data.eq(acc_rp.data)
+        ro_q = Signal(acc_shape)                 # read-out data, registered in the PE
+        with m.If(self.ro_sel & self.ro_en):
+            m.d.sync += ro_q.eq(acc_rp.data)
+        m.d.comb += self.ro_data.eq(ro_q)
 
         with m.If(v5):
             m.d.comb += [acc_wp.addr.eq(row5),

@@ -6,18 +6,19 @@ broadcasts each remaining ``(pointer address, value)`` to the PEs, in column ord
 Pipeline::
 
     A  bank read     the row at ``rd_addr`` is fetched (``rd_en``); it waits on the read ports
+    R  read register the row's values, registered (no logic after the memories' outputs)
     B  row register  the row's values and the mask of positions still to emit (nonzero and in
-                     range, computed as the row moves from A to B)
+                     range, computed as the row moves from R to B)
     pick             B's lowest pending position goes into the broadcast register each cycle
     broadcast        ``col`` (``ptr_base + j``, ``a_j``) until every PE has taken it
 
 A row costs ``max(1, nonzeros in range)`` cycles (a row with nothing to emit spends one cycle in
 B), so the scanner skips up to ``pes`` zero activations a cycle. With ``skip_zero`` off (the dense
 baseline) every in-range position is pending. A new fetch is issued as the previous row leaves A,
-so A never holds B up.
+and a row moves from A to R as the one in R moves to B, so A and R never hold B up.
 
 Timing with ``col.ready`` held high, counting from the first cycle ``enable`` is high (``c0``):
-row 0 is fetched at ``c0``, moves to B at ``c0 + 1`` and is in B from ``c0 + 2``; row ``r + 1``
+row 0 is fetched at ``c0``, is in R at ``c0 + 2`` and in B from ``c0 + 3``; row ``r + 1``
 follows ``max(1, n_r)`` cycles after row ``r`` (``n_r``: its positions to emit); the ``k``-th
 pending position of a row that is in B from cycle ``t`` is emitted at ``t + k`` and is on ``col``
 (``col.valid``) at ``t + k + 1``. ``skipped`` shows a row's zero count in the first cycle the
@@ -114,6 +115,9 @@ class Scanner(wiring.Component):
         sc_jnext = Signal(abits + 1)       # column index of the next row to fetch
         a_valid = Signal()                 # stage A: a row on the read ports
         a_jbase = Signal(abits + 1)
+        r_valid = Signal()                 # stage R: the read register
+        r_jbase = Signal(abits + 1)
+        r_data = [Signal(8, name=f"reg_data{i}") for i in range(P)]
         b_valid = Signal()                 # stage B: the row register
         b_jbase = Signal(abits + 1)
         b_data = [Signal(8, name=f"row_data{i}") for i in range(P)]
@@ -123,9 +127,8 @@ class Scanner(wiring.Component):
         sv_act = Signal(8)
         scanning = Signal()
         scan_done = Signal()
-        a_data = [Signal(8, name=f"ram_data{i}") for i in range(P)]
-        a_mask = Signal(P)
-        a_zeros = Signal(range(P + 1))
+        r_mask = Signal(P)
+        r_zeros = Signal(range(P + 1))
         first = Signal(range(P))
         first_bit = Signal(P)
         all_ready = Signal()
@@ -133,14 +136,12 @@ class Scanner(wiring.Component):
         emit = Signal()
         b_free = Signal()
         a_move = Signal()
+        r_move = Signal()
         fetch = Signal()
         m.d.comb += [scanning.eq(self.enable), all_ready.eq(self.col.ready)]
         for i in range(P):
-            m.d.comb += [
-                a_data[i].eq(self.rd_data[i]),
-                a_mask[i].eq(((a_data[i] != 0) | ~skip_zero) & (a_jbase + i < in_f)),
-            ]
-        m.d.comb += a_zeros.eq(sum(((a_data[i] == 0) & (a_jbase + i < in_f)) for i in range(P)))
+            m.d.comb += r_mask[i].eq(((r_data[i] != 0) | ~skip_zero) & (r_jbase + i < in_f))
+        m.d.comb += r_zeros.eq(sum(((r_data[i] == 0) & (r_jbase + i < in_f)) for i in range(P)))
         for i in reversed(range(P)):
             with m.If(b_mask[i]):
                 m.d.comb += [first.eq(i), first_bit.eq(1 << i)]
@@ -150,9 +151,10 @@ class Scanner(wiring.Component):
             # B takes a new row when empty, when its row has nothing (left) to emit, or when it
             # emits its last pending position now
             b_free.eq(~b_valid | (b_mask == 0) | (emit & (b_mask == first_bit))),
-            a_move.eq(scanning & a_valid & b_free),
+            r_move.eq(scanning & r_valid & b_free),
+            a_move.eq(scanning & a_valid & (~r_valid | r_move)),
             fetch.eq(scanning & (sc_jnext < in_f) & (~a_valid | a_move)),
-            scan_done.eq(~a_valid & ~b_valid & (sc_jnext >= in_f)),
+            scan_done.eq(~a_valid & ~r_valid & ~b_valid & (sc_jnext >= in_f)),
         ]
         m.d.comb += [self.rd_addr.eq(sc_addr), self.rd_en.eq(fetch)]
         with m.If(fetch):
@@ -161,8 +163,13 @@ class Scanner(wiring.Component):
         with m.Elif(a_move):
             m.d.sync += a_valid.eq(0)
         with m.If(a_move):
-            m.d.sync += [b_valid.eq(1), b_mask.eq(a_mask), b_jbase.eq(a_jbase)]
-            m.d.sync += [b_data[i].eq(a_data[i]) for i in range(P)]
+            m.d.sync += [r_valid.eq(1), r_jbase.eq(a_jbase)]
+            m.d.sync += [r_data[i].eq(self.rd_data[i]) for i in range(P)]
+        with m.Elif(r_move):
+            m.d.sync += r_valid.eq(0)
+        with m.If(r_move):
+            m.d.sync += [b_valid.eq(1), b_mask.eq(r_mask), b_jbase.eq(r_jbase)]
+            m.d.sync += [b_data[i].eq(r_data[i]) for i in range(P)]
         with m.Elif(b_free):
             m.d.sync += [b_valid.eq(0), b_mask.eq(0)]
         with m.Elif(emit):
@@ -176,13 +183,14 @@ class Scanner(wiring.Component):
                      self.col.payload.ptr.eq(sv_ptr), self.col.payload.act.eq(sv_act),
                      self.pending.eq(sv), self.done.eq(scan_done & ~sv)]
         skipped_now = Signal(range(P + 1))
-        with m.If(a_move & skip_zero):
-            m.d.sync += skipped_now.eq(a_zeros)   # counted a cycle later (registered)
+        with m.If(r_move & skip_zero):
+            m.d.sync += skipped_now.eq(r_zeros)   # counted a cycle later (registered)
         with m.Else():
             m.d.sync += skipped_now.eq(0)
         m.d.comb += self.skipped.eq(skipped_now)
 
         # restart at column 0 (last, so it takes precedence over the pipeline's own updates)
         with m.If(self.start):
-            m.d.sync += [sc_addr.eq(0), sc_jnext.eq(0), a_valid.eq(0), b_valid.eq(0)]
+            m.d.sync += [sc_addr.eq(0), sc_jnext.eq(0), a_valid.eq(0), r_valid.eq(0),
+                         b_valid.eq(0)]
         return m

@@ -28,7 +28,7 @@ POINTER_LATENCY = 2   # taken from the broadcast -> pointers registered (dropped
 QUEUE_LATENCY = 2     # written into the job queue -> visible at its output (buffered FIFO)
 DRAIN = 5             # last entry issued -> accumulated and idle
 DROP_DRAIN = 2        # last column dropped (or popped) -> idle
-FINAL_LATENCY = 9     # finalization pipeline depth plus start/done handshakes
+FINAL_LATENCY = 10    # finalization pipeline depth plus start/done handshakes
 LAYER_OVERHEAD = 2    # descriptor fetch, scan start and state changes per layer
 
 
@@ -69,7 +69,7 @@ def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True) -
     last_gone = [0] * P
     n_rows = (x.size + P - 1) // P
     row_of = cols // P
-    a_time = 1                      # the cycle row 0 is on the bank read ports (stage A)
+    a_time = 2                      # the cycle row 0 is in the read register (stage R)
     b_free = 0                      # the cycle the row register (stage B) can load a row
     push_prev = -10
     t = 0
@@ -84,7 +84,7 @@ def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True) -
             load = max(a_time, b_free)                 # nothing to emit: one cycle in B
             b_free = a_time = load + 1
             continue
-        load = max(a_time, b_free)                     # A -> B
+        load = max(a_time, b_free)                     # R -> B
         t = load + 1
         while k < len(cols) and row_of[k] == r:
             j = int(cols[k])

@@ -65,10 +65,12 @@ def run_pe(q, x, requant_mode: bool, seed: int, idle: float = 0.3):
         if not requant_mode:      # the output layer's sums stay in the accumulators
             ctx.set(pe.ro_sel, 1)
             ctx.set(pe.ro_en, 1)
-            for r in range(q.out_features):
-                ctx.set(pe.ro_addr, r)
+            # the read of address r is issued in one cycle; ro_data has it after the next
+            for r in range(q.out_features + 1):
+                ctx.set(pe.ro_addr, min(r, q.out_features - 1))
                 await ctx.tick()
-                out[r] = ctx.get(pe.ro_data)
+                if r > 0:
+                    out[r - 1] = ctx.get(pe.ro_data)
 
     sim = Simulator(pe)
     sim.add_clock(1e-8)

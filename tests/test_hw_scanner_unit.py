@@ -7,7 +7,7 @@ The model: the scanner emits ``(ptr_base + j, a_j)`` for every nonzero ``a_j`` w
 (every ``j`` with skipping off), in column order; ``skipped`` sums to the zeros in range (0 with
 skipping off); ``done`` rises after the last emit and stays high. With ``col.ready`` always high
 the timing is exact (see the module docstring of ``hw/scanner.py``): counting from the first
-cycle ``enable`` is high, row 0 is in the row register from cycle 2, row ``r + 1`` follows row
+cycle ``enable`` is high, row 0 is in the row register from cycle 3, row ``r + 1`` follows row
 ``r`` after ``max(1, n_r)`` cycles (``n_r`` its positions to emit), and its ``k``-th emit is on
 ``col`` at ``+ k + 1``."""
 
@@ -63,7 +63,7 @@ def model(acts, pes: int, ptr_base: int, skip: bool):
     acts = [int(a) for a in acts]
     in_f = len(acts)
     emits, skipped = [], {}
-    t = 2                                   # row 0 reaches the row register
+    t = 3                                   # row 0 reaches the row register
     for base in range(0, in_f, pes):
         row = range(base, min(base + pes, in_f))
         pending = [j for j in row if acts[j] != 0 or not skip]
@@ -237,19 +237,19 @@ def test_scanner_restarts_for_each_layer(pes, gap):
 
 @pytest.mark.parametrize("pes", [1, 3, 8])
 def test_scanner_restarts_in_the_middle_of_a_scan(pes):
-    """``start`` while a layer is still being scanned (rows in A and B, a value in the
+    """``start`` while a layer is still being scanned (rows in A, R and B, a value in the
     broadcast register) empties the row pipeline: the next layer's scan is exact, as from
     reset."""
     rng = np.random.default_rng([pes, 11])
     layers, abort = [], {}
     for i in range(6):
         layers.append((vector("dense", 40, rng, pes), 0, True))
-        abort[len(layers) - 1] = 3 + i
+        abort[len(layers) - 1] = 4 + i
         layers.append((vector("random", 23, rng, pes), 60 + i, bool(i % 2)))
     recs = run_layers(pes, layers, seed=pes, abort=abort)
     for i, (rec, (acts, ptr_base, skip)) in enumerate(zip(recs, layers)):
         if i in abort:
-            assert len(rec["emits"]) == abort[i] - 3 >= 0 and not rec["done"]
+            assert len(rec["emits"]) == abort[i] - 4 >= 0 and not rec["done"]
         else:
             check_layer(rec, acts, pes, ptr_base, skip, exact=True)
 
@@ -257,6 +257,6 @@ def test_scanner_restarts_in_the_middle_of_a_scan(pes):
 def test_model_timing_rule():
     """The model itself: a row costs max(1, nonzeros) cycles."""
     emits, skipped, done = model([0, 0, 0, 5, 0, 7, 0, 0, 0, 0, 0, 9], 3, 10, True)
-    assert emits == [(4, 13, 5), (5, 15, 7), (7, 21, 9)]
-    assert skipped == {2: 3, 3: 1, 5: 3, 6: 2}
-    assert done == 8
+    assert emits == [(5, 13, 5), (6, 15, 7), (8, 21, 9)]
+    assert skipped == {3: 3, 4: 1, 6: 3, 7: 2}
+    assert done == 9
