@@ -273,24 +273,34 @@ class Accelerator(wiring.Component):
             count(self.pe_busy[i], pe.issue)
             count(self.pe_stall[i], scanner.pending & ~pe.col.ready)
 
+        # registered input-count decisions (no compare in the sequencer's or the load port's
+        # path): ``loading`` = some inputs of a run are in, ``ld_is_last`` = the next input is
+        # the run's last
+        loading = Signal()
+        ld_is_last = Signal()
+        ld_next = Signal(abits)
+        m.d.comb += ld_next.eq(Mux(in_take, Mux(ld_is_last, 0, ld_count + 1), ld_count))
+        m.d.sync += ld_is_last.eq(ld_next == in0_last)
+
         # ---- sequencer
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [idle.eq(ld_count == 0), in_idle_state.eq(1),
+                m.d.comb += [idle.eq(~loading), in_idle_state.eq(1),
                              self.act_in.ready.eq((n_layers != 0) & (settle == 0))]
-                m.d.comb += self.busy.eq((ld_count != 0) | (rfifo.level != 0))
+                m.d.comb += self.busy.eq(loading | (rfifo.level != 0))
                 # layer 0's descriptor is on the read ports (layer == 0 while idle)
                 with m.If(in_take):
-                    with m.If(ld_count == 0):
+                    m.d.sync += loading.eq(1)
+                    with m.If(~loading):
                         m.d.comb += clear.eq(1)
                     with m.If(ld_bank == P - 1):
                         m.d.sync += [ld_bank.eq(0), ld_addr.eq(ld_addr + 1)]
                     with m.Else():
                         m.d.sync += ld_bank.eq(ld_bank + 1)
                     m.d.sync += ld_count.eq(ld_count + 1)
-                    with m.If(ld_count == in0_last):
+                    with m.If(ld_is_last):
                         m.d.sync += [ld_count.eq(0), ld_bank.eq(0), ld_addr.eq(0),
-                                     buf.eq(0)]
+                                     buf.eq(0), loading.eq(0)]
                         m.next = "DESC"
             with m.State("DESC"):
                 m.d.comb += [self.busy.eq(1), counting.eq(1)]

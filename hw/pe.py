@@ -21,7 +21,7 @@ Pipeline (one entry per cycle, no bubbles between columns)::
 
 Finalization pipeline (one row per cycle): F0 read acc/bias/rq, F1 clear acc, F1a register the
 memories' outputs and sum = acc + bias, F2p two partial products of sum * M, F3 their sum, F3b
-add the rounding bit, F4a shift by 8*(S//8), F4b shift by S%8 and clamp, then write (activation
+add the rounding bit, F4a shift by 8*(S//8), F4b shift by S%8, F4c clamp, then write (activation
 bank, or acc for the output layer, which the read-out then streams and clears).
 """
 
@@ -194,7 +194,10 @@ class PE(wiring.Component):
         drop = Signal()
         pop = Signal()
         ready = Signal()
-        m.d.comb += [drop.eq(p2_valid & p2_empty), pop.eq(queue.r_rdy & queue.r_en),
+        # a dropped column returns its credit a cycle later (drop is registered: the empty
+        # compare stays out of the credit path)
+        m.d.sync += drop.eq(p2_valid & p2_empty)
+        m.d.comb += [pop.eq(queue.r_rdy & queue.r_en),
                      pending_next.eq(pending + take - drop - pop)]
         m.d.sync += [pending.eq(pending_next), ready.eq(pending_next < depth)]
         m.d.comb += self.col.ready.eq(ready)
@@ -338,7 +341,7 @@ class PE(wiring.Component):
             huger.eq(shift3 > p.acc_width + p.mult_bits),
             rounded.eq(prod3 + round3),
         ]
-        # F4a: coarse shift by a multiple of 8 (registered); F4b: fine shift by 0..7 and clamp.
+        # F4a: coarse shift by a multiple of 8 (registered); F4b/F4c: fine shift by 0..7, clamp.
         # The clamp needs no wide comparison: negative -> 0 (sign bit), any bit above bit 7 of a
         # non-negative value -> 255.
         fvs, ls = Signal(), Signal(self.row_bits)
@@ -349,21 +352,27 @@ class PE(wiring.Component):
         m.d.sync += [fvs.eq(fvr), ls.eq(lr), sums.eq(sumr), hugs.eq(huger),
                      fine.eq(shiftr[:3]),
                      coarse.eq(rounded >> Cat(Const(0, 3), shiftr[3:]))]
-        shifted = Signal(wide)
-        m.d.comb += shifted.eq(coarse >> fine)
+        # F4b: fine shift of the low 16 bits, and whether any higher non-sign bit is set (then
+        # the result is above 255 for any fine shift); F4c: clamp
+        fvt, lt = Signal(), Signal(self.row_bits)
+        sumt = Signal(acc_shape)
+        hugt = Signal()
+        hit = Signal()
+        s16 = Signal(16)
+        m.d.sync += [fvt.eq(fvs), lt.eq(ls), sumt.eq(sums), hugt.eq(hugs | coarse[-1]),
+                     hit.eq(coarse[16:-1].any()),
+                     s16.eq(coarse[:16] >> fine)]
         fv4, l4 = Signal(), Signal(self.row_bits)
         q4 = Signal(8)
         sum4 = Signal(acc_shape)
-        negative = shifted[-1]
-        m.d.sync += [fv4.eq(fvs), l4.eq(ls), sum4.eq(sums),
-                     q4.eq(Mux(hugs | negative, 0,
-                               Mux(shifted[8:].any(), 255, shifted[:8])))]
+        m.d.sync += [fv4.eq(fvt), l4.eq(lt), sum4.eq(sumt),
+                     q4.eq(Mux(hugt, 0, Mux(hit | s16[8:].any(), 255, s16[:8])))]
         m.d.comb += [
             self.out_addr.eq(l4),
             self.out_data.eq(q4),
             self.out_en.eq(fv4 & ~fin_last),
-            self.fin_done.eq(~fin_active & ~fv1 & ~fv1a & ~fv2 & ~fv2p & ~fv3 & ~fvr & ~fvs & ~fv4
-                             & ~self.fin_start),
+            self.fin_done.eq(~fin_active & ~fv1 & ~fv1a & ~fv2 & ~fv2p & ~fv3 & ~fvr & ~fvs
+                             & ~fvt & ~fv4 & ~self.fin_start),
         ]
 
         # ---- shared accumulator ports

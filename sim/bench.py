@@ -8,7 +8,9 @@ densities {1.0, 0.5, 0.25, 0.1, 0.05} x activation densities {1.0, 0.5}, on the 
   with activation skipping off, on the same inputs, in the same run;
 * ``useful_macs`` (from the RTL's counter), ``utilization = useful_macs / (pes * cycles)``,
   ``speedup = dense_cycles / cycles``, ``ideal_speedup = dense MACs / useful MACs``;
-* ``predicted_cycles`` from the software cycle model (:mod:`zeroskip.sw.cycles`);
+* ``predicted_cycles`` from the software cycle model (:mod:`zeroskip.sw.cycles`), with its
+  breakdown: ``max_pe_entries``/``mean_pe_entries`` (entries of the busiest / the mean PE) and
+  ``finalize_cycles``;
 * ``bit_exact``: every output of every run equals the integer reference.
 
 Writes ``build/bench/fc.json`` (and prints a table).
@@ -65,7 +67,8 @@ def run_bench(params: HwParams, inputs: int = 4, seed: int = 1,
         cyc = float(np.mean([c["cycles"] for c in rs.counters]))
         dcyc = float(np.mean([c["cycles"] for c in rd.counters]))
         useful = float(np.mean([c["useful_macs"] for c in rs.counters]))
-        pred = float(np.mean([sum(lc.cycles for lc in predict(pm, v)) for v in x]))
+        lcs = [predict(pm, v)[0] for v in x]      # one layer per bench model
+        pred = float(np.mean([lc.cycles for lc in lcs]))
         records.append({
             "pes": params.pes, "rows": rows, "cols": cols,
             "weight_density": wd, "act_density": ad,
@@ -77,6 +80,11 @@ def run_bench(params: HwParams, inputs: int = 4, seed: int = 1,
             "speedup": dcyc / cyc,
             "ideal_speedup": rows * cols / useful if useful else float("inf"),
             "predicted_cycles": pred,
+            # where the cycles go (cycle model): the busiest PE's entries, the mean PE's, and
+            # the finalization tail (rows per PE + pipeline)
+            "max_pe_entries": float(np.mean([max(lc.pe_work) for lc in lcs])),
+            "mean_pe_entries": float(np.mean([np.mean(lc.pe_work) for lc in lcs])),
+            "finalize_cycles": float(np.mean([lc.finalize for lc in lcs])),
             "bit_exact": bool(np.array_equal(rs.outputs, exp) and np.array_equal(rd.outputs, exp)),
             "inputs": len(x),
         })

@@ -28,7 +28,7 @@ POINTER_LATENCY = 2   # taken from the broadcast -> pointers registered (dropped
 QUEUE_LATENCY = 2     # written into the job queue -> visible at its output (buffered FIFO)
 DRAIN = 5             # last entry issued -> accumulated and idle
 DROP_DRAIN = 2        # last column dropped (or popped) -> idle
-FINAL_LATENCY = 10    # finalization pipeline depth plus start/done handshakes
+FINAL_LATENCY = 11    # finalization pipeline depth plus start/done handshakes
 LAYER_OVERHEAD = 2    # descriptor fetch, scan start and state changes per layer
 
 
@@ -99,7 +99,7 @@ def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True) -
             for q in range(P):
                 n = int(counts[q, j])
                 if n == 0:
-                    done = push + POINTER_LATENCY      # dropped after the pointer fetch
+                    done = push + POINTER_LATENCY + 1  # dropped after the pointer fetch
                 else:
                     done = max(push + POINTER_LATENCY + QUEUE_LATENCY, s2_free[q])   # popped
                     s2_free[q] = done + n
