@@ -345,6 +345,19 @@ def _summary(rep: dict) -> str:
     )
 
 
+def _pes_top(pes: int) -> Callable[[str], tuple[Elaboratable, dict]]:
+    """A top factory: the board's default parameters with ``pes`` PEs."""
+
+    def factory(board: str) -> tuple[Elaboratable, dict]:
+        from zeroskip.boards.tops import BOARD_PARAMS, make_top
+        from zeroskip.sw.params import HwParams
+
+        params = HwParams(**{**BOARD_PARAMS[board].as_dict(), "pes": pes})
+        return make_top(board, params=params)
+
+    return factory
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m zeroskip.boards.build",
@@ -363,19 +376,31 @@ def main(argv: list[str] | None = None) -> int:
         help="parent of the per-board build directories (default: build/)",
     )
     parser.add_argument(
+        "--pes",
+        type=int,
+        default=None,
+        help="build the board's parameters with this many PEs instead of its default "
+        "(the build directory is then <board>-<N>pe)",
+    )
+    parser.add_argument(
         "--allow-timing-fail",
         action="store_true",
         help="write the report but do not fail when fmax < target",
     )
     args = parser.parse_args(argv)
+    if args.pes is not None and args.pes < 1:
+        parser.error(f"--pes must be at least 1, not {args.pes}")
 
     boards = list(BOARDS) if args.board == "all" else [args.board]
     failures = []
     for board in boards:
-        build_dir = args.build_root / board if args.build_root else None
+        name = board if args.pes is None else f"{board}-{args.pes}pe"
+        build_dir = (args.build_root or _repo_root() / "build") / name
+        factory = None if args.pes is None else _pes_top(args.pes)
         try:
             rep = build_board(
                 board,
+                factory,
                 do_build=not args.no_build,
                 build_dir=build_dir,
                 check_timing=not args.allow_timing_fail,

@@ -177,7 +177,7 @@ class Accelerator(wiring.Component):
         # and broadcasts the nonzero ones to every PE at once (valid = pending & all PEs ready)
         m.submodules.scanner = scanner = Scanner(p)
         m.d.comb += [scanner.col.ready.eq(Cat(pe.col.ready for pe in pes).all()),
-                     scanner.in_f.eq(in_f),
+                     scanner.in_f.eq(desc_rd[DESC_IN]),   # valid from DESC (start) on
                      scanner.ptr_base.eq(ptr_base), scanner.skip_zero.eq(skip_zero)]
         for i in range(P):
             m.d.comb += scanner.rd_data[i].eq(Mux(buf, bank_rp[1][i].data, bank_rp[0][i].data))
@@ -223,7 +223,7 @@ class Accelerator(wiring.Component):
         rv1_addr = Signal(bbits)
         rv2 = Signal()
         rv2_bank = Signal(pbits)
-        reading = Signal()
+        reading = Signal()          # a register: the READOUT state
         ro_adv = Signal()
         # results leave through a small FIFO, so the outside's ready reaches no memory port
         m.submodules.result_fifo = rfifo = fifo.SyncFIFOBuffered(width=32, depth=2)
@@ -282,6 +282,10 @@ class Accelerator(wiring.Component):
         m.d.comb += ld_next.eq(Mux(in_take, Mux(ld_is_last, 0, ld_count + 1), ld_count))
         m.d.sync += ld_is_last.eq(ld_next == in0_last)
 
+        # the scanner's enable is a register (set with the SCAN state), not a state decode
+        scan_en = Signal()
+        m.d.comb += scanner.enable.eq(scan_en)
+
         # ---- sequencer
         with m.FSM():
             with m.State("IDLE"):
@@ -310,17 +314,19 @@ class Accelerator(wiring.Component):
                              requant.eq(desc_rd[DESC_FLAGS][0] & LDESC_REQUANT),
                              last.eq(layer + 1 == n_layers)]
                 m.d.comb += scanner.start.eq(1)
+                m.d.sync += scan_en.eq(1)
                 m.next = "SCAN"
             with m.State("SCAN"):
-                m.d.comb += [self.busy.eq(1), counting.eq(1), scanner.enable.eq(1)]
+                m.d.comb += [self.busy.eq(1), counting.eq(1)]
                 with m.If(scanner.done & all_idle):
-                    m.d.sync += fin_start.eq(1)   # registered: the PEs start next cycle
+                    m.d.sync += [fin_start.eq(1),   # registered: the PEs start next cycle
+                                 scan_en.eq(0)]
                     m.next = "FINAL"
             with m.State("FINAL"):
                 m.d.comb += [self.busy.eq(1), counting.eq(1)]
                 with m.If(all_fin_done):
                     with m.If(last):
-                        m.d.sync += [ro_r.eq(0), ro_bank.eq(0), ro_addr.eq(0)]
+                        m.d.sync += [ro_r.eq(0), ro_bank.eq(0), ro_addr.eq(0), reading.eq(1)]
                         m.next = "READOUT"
                     with m.Else():
                         m.d.sync += [layer.eq(layer + 1), buf.eq(~buf)]
@@ -330,9 +336,9 @@ class Accelerator(wiring.Component):
                 m.d.comb += [self.busy.eq(1), counting.eq(1)]
                 m.next = "DESC"
             with m.State("READOUT"):
-                m.d.comb += [self.busy.eq(1), reading.eq(1)]
+                m.d.comb += self.busy.eq(1)
                 with m.If((ro_r == out_f) & ~rv1 & ro_adv):
-                    m.d.sync += [layer.eq(0), rv2.eq(0)]
+                    m.d.sync += [layer.eq(0), rv2.eq(0), reading.eq(0)]
                     m.next = "IDLE_WAIT"
             with m.State("IDLE_WAIT"):
                 # layer 0's descriptor reaches the read ports again

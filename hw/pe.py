@@ -274,14 +274,18 @@ class PE(wiring.Component):
         fin_base = Signal(p.row_addr_bits)
         fin_requant = Signal()
         fin_last = Signal()
+        # fin_final: the row at fin_r is this PE's last (a register, decided a row ahead)
+        fin_final = Signal()
         with m.If(self.fin_start):
             m.d.sync += [fin_l.eq(0), fin_r.eq(self.index), fin_out.eq(self.fin_out),
                          fin_base.eq(self.fin_row_base), fin_requant.eq(self.fin_requant),
                          fin_last.eq(self.fin_last),
-                         fin_active.eq(self.index < self.fin_out)]
+                         fin_active.eq(self.index < self.fin_out),
+                         fin_final.eq(self.index + p.pes >= self.fin_out)]
         with m.Elif(fin_active):
-            m.d.sync += [fin_l.eq(fin_l + 1), fin_r.eq(fin_r + p.pes)]
-            with m.If(fin_r + p.pes >= fin_out):
+            m.d.sync += [fin_l.eq(fin_l + 1), fin_r.eq(fin_r + p.pes),
+                         fin_final.eq(fin_r + 2 * p.pes >= fin_out)]
+            with m.If(fin_final):
                 m.d.sync += fin_active.eq(0)
 
         m.d.comb += [bias_rp.addr.eq(fin_base + fin_l), rq_rp.addr.eq(fin_base + fin_l)]

@@ -48,9 +48,10 @@ class Scanner(wiring.Component):
     -------
     start : ``In(1)``
         Restart at column 0 (takes effect at the next cycle; overrides ``enable``), also in the
-        middle of a scan: the rows in A and B are dropped (a value already in the broadcast
-        register stays there until taken). The layer inputs ``in_f``, ``ptr_base``,
-        ``skip_zero`` may change in the same cycle and must then hold until ``done``.
+        middle of a scan: the rows in A, R and B are dropped (a value already in the broadcast
+        register stays there until taken). ``in_f`` must hold the new layer's value in the
+        cycle of ``start`` already; ``ptr_base`` and ``skip_zero`` may change in that cycle;
+        all three must then hold until ``done``.
     enable : ``In(1)``
         Scan (fetch rows and emit into the broadcast register). A value already in the
         broadcast register is offered on ``col`` whatever ``enable`` is.
@@ -113,6 +114,8 @@ class Scanner(wiring.Component):
 
         sc_addr = Signal(bbits + 1)        # address of the next row to fetch
         sc_jnext = Signal(abits + 1)       # column index of the next row to fetch
+        sc_more = Signal()                 # sc_jnext < in_f (a register: no compare in the
+        #                                    fetch and done paths)
         a_valid = Signal()                 # stage A: a row on the read ports
         a_jbase = Signal(abits + 1)
         r_valid = Signal()                 # stage R: the read register
@@ -153,13 +156,13 @@ class Scanner(wiring.Component):
             b_free.eq(~b_valid | (b_mask == 0) | (emit & (b_mask == first_bit))),
             r_move.eq(scanning & r_valid & b_free),
             a_move.eq(scanning & a_valid & (~r_valid | r_move)),
-            fetch.eq(scanning & (sc_jnext < in_f) & (~a_valid | a_move)),
-            scan_done.eq(~a_valid & ~r_valid & ~b_valid & (sc_jnext >= in_f)),
+            fetch.eq(scanning & sc_more & (~a_valid | a_move)),
+            scan_done.eq(~a_valid & ~r_valid & ~b_valid & ~sc_more),
         ]
         m.d.comb += [self.rd_addr.eq(sc_addr), self.rd_en.eq(fetch)]
         with m.If(fetch):
             m.d.sync += [sc_addr.eq(sc_addr + 1), sc_jnext.eq(sc_jnext + P), a_valid.eq(1),
-                         a_jbase.eq(sc_jnext)]
+                         a_jbase.eq(sc_jnext), sc_more.eq(sc_jnext + P < in_f)]
         with m.Elif(a_move):
             m.d.sync += a_valid.eq(0)
         with m.If(a_move):
@@ -192,5 +195,5 @@ class Scanner(wiring.Component):
         # restart at column 0 (last, so it takes precedence over the pipeline's own updates)
         with m.If(self.start):
             m.d.sync += [sc_addr.eq(0), sc_jnext.eq(0), a_valid.eq(0), r_valid.eq(0),
-                         b_valid.eq(0)]
+                         b_valid.eq(0), sc_more.eq(in_f != 0)]
         return m

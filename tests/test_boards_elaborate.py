@@ -67,3 +67,13 @@ def test_cli_no_build(tmp_path, capsys):
     assert main(["all", "--no-build", "--build-root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "icebreaker: elaborated" in out and "ulx3s: elaborated" in out
+
+
+def test_cli_pes_override(tmp_path, capsys):
+    assert main(["ulx3s", "--no-build", "--pes", "3", "--build-root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "ulx3s: elaborated" in out and "pes=3" in out
+    with pytest.raises(SystemExit) as exc:
+        main(["ulx3s", "--no-build", "--pes", "0"])
+    assert exc.value.code == 2
+    assert "--pes must be at least 1, not 0" in capsys.readouterr().err
