@@ -22,7 +22,9 @@ Pipeline (one entry per cycle, no bubbles between columns)::
 Finalization pipeline (one row per cycle): F0 read acc/bias/rq, F1 clear acc, F1a register the
 memories' outputs and sum = acc + bias, F2p two partial products of sum * M, F3 their sum, F3b
 add the rounding bit, F4a shift by 8*(S//8), F4b shift by S%8, F4c clamp, then write (activation
-bank, or acc for the output layer, which the read-out then streams and clears).
+bank, or acc for the output layer, which the read-out then streams and clears). An output layer
+without requantization writes its int32 sums back into acc at F2 (nothing wider than the shift
+amount travels down the pipeline).
 """
 
 from __future__ import annotations
@@ -313,35 +315,32 @@ class PE(wiring.Component):
         # F2p: two partial products, each one hardware multiplier with a registered output:
         # sum = hi * 2**16 + lo (lo unsigned), so sum * M = (hi * M) * 2**16 + lo * M
         fv2p, l2p = Signal(), Signal(self.row_bits)
-        sum2p = Signal(acc_shape)
         shift2p = Signal(p.shift_bits)
         plo = Signal(unsigned(16 + p.mult_bits))
         phi = Signal(signed(p.acc_width - 16 + p.mult_bits + 1))
         round2p = Signal(p.acc_width + p.mult_bits + 1)   # 2**(S-1), decoded early
-        m.d.sync += [fv2p.eq(fv2), l2p.eq(l2), sum2p.eq(sum2), shift2p.eq(shift2),
+        m.d.sync += [fv2p.eq(fv2), l2p.eq(l2), shift2p.eq(shift2),
                      plo.eq(sum2[:16] * mult2),
                      phi.eq(sum2[16:].as_signed() * mult2),
                      round2p.eq(Const(1, unsigned(p.acc_width + p.mult_bits + 1))
                                 << (shift2 - 1)[:p.shift_bits])]
         # F3: the product
         fv3, l3 = Signal(), Signal(self.row_bits)
-        sum3 = Signal(acc_shape)
         shift3 = Signal(p.shift_bits)
         prod3 = Signal(signed(p.acc_width + p.mult_bits + 1))
         round3 = Signal(p.acc_width + p.mult_bits + 1)
-        m.d.sync += [fv3.eq(fv2p), l3.eq(l2p), sum3.eq(sum2p), shift3.eq(shift2p),
+        m.d.sync += [fv3.eq(fv2p), l3.eq(l2p), shift3.eq(shift2p),
                      prod3.eq((phi << 16) + plo), round3.eq(round2p)]
         # F3b: add the rounding bit (registered: the carry chain and the shifter get a cycle each)
         # |prod3| < 2**(acc_width + mult_bits - 1): a shift beyond acc_width + mult_bits always
         # gives 0 (or a clamped negative), as in the reference; below it the rounding bit fits.
         wide = signed(p.acc_width + p.mult_bits + 2)
         fvr, lr = Signal(), Signal(self.row_bits)
-        sumr = Signal(acc_shape)
         shiftr = Signal(p.shift_bits)
         huger = Signal()
         rounded = Signal(wide)
         m.d.sync += [
-            fvr.eq(fv3), lr.eq(l3), sumr.eq(sum3), shiftr.eq(shift3),
+            fvr.eq(fv3), lr.eq(l3), shiftr.eq(shift3),
             huger.eq(shift3 > p.acc_width + p.mult_bits),
             rounded.eq(prod3 + round3),
         ]
@@ -349,27 +348,24 @@ class PE(wiring.Component):
         # The clamp needs no wide comparison: negative -> 0 (sign bit), any bit above bit 7 of a
         # non-negative value -> 255.
         fvs, ls = Signal(), Signal(self.row_bits)
-        sums = Signal(acc_shape)
         hugs = Signal()
         fine = Signal(3)
         coarse = Signal(wide)
-        m.d.sync += [fvs.eq(fvr), ls.eq(lr), sums.eq(sumr), hugs.eq(huger),
+        m.d.sync += [fvs.eq(fvr), ls.eq(lr), hugs.eq(huger),
                      fine.eq(shiftr[:3]),
                      coarse.eq(rounded >> Cat(Const(0, 3), shiftr[3:]))]
         # F4b: fine shift of the low 16 bits, and whether any higher non-sign bit is set (then
         # the result is above 255 for any fine shift); F4c: clamp
         fvt, lt = Signal(), Signal(self.row_bits)
-        sumt = Signal(acc_shape)
         hugt = Signal()
         hit = Signal()
         s16 = Signal(16)
-        m.d.sync += [fvt.eq(fvs), lt.eq(ls), sumt.eq(sums), hugt.eq(hugs | coarse[-1]),
+        m.d.sync += [fvt.eq(fvs), lt.eq(ls), hugt.eq(hugs | coarse[-1]),
                      hit.eq(coarse[16:-1].any()),
                      s16.eq(coarse[:16] >> fine)]
         fv4, l4 = Signal(), Signal(self.row_bits)
         q4 = Signal(8)
-        sum4 = Signal(acc_shape)
-        m.d.sync += [fv4.eq(fvt), l4.eq(lt), sum4.eq(sumt),
+        m.d.sync += [fv4.eq(fvt), l4.eq(lt),
                      q4.eq(Mux(hugt, 0, Mux(hit | s16[8:].any(), 255, s16[:8])))]
         m.d.comb += [
             self.out_addr.eq(l4),
@@ -397,9 +393,10 @@ class PE(wiring.Component):
                          acc_wp.en.eq(1)]
         with m.Elif(fv1 & ~fin_last):
             m.d.comb += [acc_wp.addr.eq(l1), acc_wp.data.eq(0), acc_wp.en.eq(1)]
-        with m.Elif(fv4 & fin_last):
-            m.d.comb += [acc_wp.addr.eq(l4), acc_wp.data.eq(Mux(fin_requant, q4, sum4)),
-                         acc_wp.en.eq(1)]
+        with m.Elif(fv2 & fin_last & ~fin_requant):      # output layer, int32: the sum
+            m.d.comb += [acc_wp.addr.eq(l2), acc_wp.data.eq(sum2), acc_wp.en.eq(1)]
+        with m.Elif(fv4 & fin_last & fin_requant):       # output layer, requantized
+            m.d.comb += [acc_wp.addr.eq(l4), acc_wp.data.eq(q4), acc_wp.en.eq(1)]
         with m.Elif(self.ro_clr_en):
             m.d.comb += [acc_wp.addr.eq(self.ro_clr_addr), acc_wp.data.eq(0), acc_wp.en.eq(1)]
         return m
