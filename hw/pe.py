@@ -60,11 +60,13 @@ class PE(wiring.Component):
     Members
     -------
     col : ``In(stream.Signature(col_layout))``
-        Nonzero activations of the current layer, in column order.
+        Nonzero activations of the current layer, in column order (the broadcast). ``ready`` is
+        a register: the PE has a credit left (fewer than ``fifo_depth`` columns in its pointer
+        stages and queue).
     ld_mem, ld_addr, ld_data, ld_en : In
         Memory writes of the model load (``MEM_PTR``, ``MEM_ENTRY``, ``MEM_BIAS``, ``MEM_RQ``).
     idle : Out(1)
-        No column queued or in flight (the queue itself is outside, see ``Accelerator``).
+        No column in the pointer stages or the queue, and no entry in flight.
     fin_start, fin_out, fin_row_base, fin_requant, fin_last : In
         Start finalizing a layer with ``fin_out`` rows whose bias/rq words start at
         ``fin_row_base``; ``fin_last`` keeps the results in the accumulators for the read-out.
