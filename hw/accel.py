@@ -2,10 +2,10 @@
 
 Data flow for one inference (see ``docs/hardware.md``)::
 
-    act_in ─► activation buffer A (P banks) ─► scanner ─► per-PE queues ─► PEs ─► finalize
-                                              (skips zero activations,           │
-                                               hw/scanner.py)                    │
-              activation buffer B ◄──────────────────────────────────────────────┘
+    act_in ─► activation buffer A (P banks) ─► scanner ─► PEs (each with its queue) ─► finalize
+                                              (skips zero activations,                    │
+                                               hw/scanner.py)                             │
+              activation buffer B ◄───────────────────────────────────────────────────────┘
               ... layer after layer, A and B swapping roles ...
     output layer ─► accumulators ─► read-out ─► result
 
@@ -150,7 +150,6 @@ class Accelerator(wiring.Component):
                 bank_rp[b][i] = banks[b][i].read_port()
 
         # ---- layer registers
-        in_f = Signal(abits)
         out_f = Signal(abits)
         ptr_base = Signal(p.ptr_addr_bits)
         row_base = Signal(p.row_addr_bits)
@@ -308,7 +307,7 @@ class Accelerator(wiring.Component):
                         m.next = "DESC"
             with m.State("DESC"):
                 m.d.comb += [self.busy.eq(1), counting.eq(1)]
-                m.d.sync += [in_f.eq(desc_rd[DESC_IN]), out_f.eq(desc_rd[DESC_OUT]),
+                m.d.sync += [out_f.eq(desc_rd[DESC_OUT]),
                              ptr_base.eq(desc_rd[DESC_PTR_BASE]),
                              row_base.eq(desc_rd[DESC_ROW_BASE]),
                              requant.eq(desc_rd[DESC_FLAGS][0] & LDESC_REQUANT),

@@ -157,7 +157,7 @@ class PE(wiring.Component):
         # ---- P1/P2: pointer fetch as a column arrives, before it is queued. P1 is the pointer
         # memory's read, P2 registers its outputs; a column with no entries in this PE is
         # dropped at P2 and never occupies the queue or the entry stage. Nonempty columns go
-        # into the job queue as (start, end, act).
+        # into the job queue as (start, rem, act).
         depth = p.fifo_depth
         take = Signal()
         m.d.comb += [
