@@ -201,15 +201,15 @@ class Accelerator(wiring.Component):
                                      wp.en.eq(1)]
             m.d.comb += [pe.fin_out.eq(out_f), pe.fin_row_base.eq(row_base),
                          pe.fin_requant.eq(requant), pe.fin_last.eq(last)]
-        fin_start = Signal()
-        with m.If(fin_start):
-            m.d.sync += fin_start.eq(0)
-        for pe in pes:
-            m.d.comb += pe.fin_start.eq(fin_start)
-        all_idle = Signal()
-        m.d.comb += all_idle.eq(Cat(pe.idle for pe in pes).all())
+        # each PE finalizes by itself once the scanner is done and it has drained; the layer
+        # is over when every PE is done. Both are registered (one fan-out register to the PEs,
+        # one AND over them into the sequencer) and held low in the cycle after a layer start.
+        scan_done_q = Signal()
         all_fin_done = Signal()
-        m.d.comb += all_fin_done.eq(Cat(pe.fin_done for pe in pes).all())
+        m.d.sync += [scan_done_q.eq(scanner.done & ~scanner.start),
+                     all_fin_done.eq(Cat(pe.fin_done for pe in pes).all() & ~scanner.start)]
+        for pe in pes:
+            m.d.comb += [pe.fin_arm.eq(scanner.start), pe.scan_done.eq(scan_done_q)]
 
         # ---- read-out: a pipeline with one stall signal (``ro_adv``): stage 1 is the PEs'
         # accumulator read data, stage 2 each PE's registered copy (``ro_data``), which the
@@ -316,14 +316,10 @@ class Accelerator(wiring.Component):
                 m.d.sync += scan_en.eq(1)
                 m.next = "SCAN"
             with m.State("SCAN"):
-                m.d.comb += [self.busy.eq(1), counting.eq(1)]
-                with m.If(scanner.done & all_idle):
-                    m.d.sync += [fin_start.eq(1),   # registered: the PEs start next cycle
-                                 scan_en.eq(0)]
-                    m.next = "FINAL"
-            with m.State("FINAL"):
+                # scanning, then (PE by PE) draining and finalizing
                 m.d.comb += [self.busy.eq(1), counting.eq(1)]
                 with m.If(all_fin_done):
+                    m.d.sync += scan_en.eq(0)
                     with m.If(last):
                         m.d.sync += [ro_r.eq(0), ro_bank.eq(0), ro_addr.eq(0), reading.eq(1)]
                         m.next = "READOUT"

@@ -19,10 +19,12 @@ Pipeline (one entry per cycle, no bubbles between columns)::
     S5  accumulate       acc[row] += w * a (the two writes ahead of an entry's read are
                          forwarded; rows can only repeat across a column boundary)
 
-Finalization pipeline (one row per cycle): F0 read acc/bias/rq, F1 clear acc, F1a register the
-memories' outputs and sum = acc + bias, F2p two partial products of sum * M, F3 their sum, F3b
-add the rounding bit, F4a shift by 8*(S//8), F4b shift by S%8, F4c clamp, then write (activation
-bank, or acc for the output layer, which the read-out then streams and clears). An output layer
+Finalization pipeline (one row per cycle), started by each PE as soon as it has drained after
+the scanner's last column: F0 read acc/bias/rq, F1 clear acc, F1a register the memories'
+outputs and sum = acc + bias, F2 register sum and S - 1, F2p two partial products of sum * M,
+F3 their sum, F4a shift by 8*((S-1)//8), F4b shift by (S-1)%8, F4c round and clamp:
+``(p + 2**(S-1)) >> S == ((p >> (S-1)) + 1) >> 1``, then write (activation bank, or acc for the
+output layer, which the read-out then streams and clears). An output layer
 without requantization writes its int32 sums back into acc at F2 (nothing wider than the shift
 amount travels down the pipeline).
 """
@@ -67,11 +69,17 @@ class PE(wiring.Component):
         Memory writes of the model load (``MEM_PTR``, ``MEM_ENTRY``, ``MEM_BIAS``, ``MEM_RQ``).
     idle : Out(1)
         No column in the pointer stages or the queue, and no entry in flight.
-    fin_start, fin_out, fin_row_base, fin_requant, fin_last : In
-        Start finalizing a layer with ``fin_out`` rows whose bias/rq words start at
-        ``fin_row_base``; ``fin_last`` keeps the results in the accumulators for the read-out.
+    fin_arm, scan_done, fin_out, fin_row_base, fin_requant, fin_last : In
+        ``fin_arm`` (a pulse at a layer's start) arms the finalization of the layer: the PE
+        starts it by itself once ``scan_done`` (no column of the layer is left to broadcast) is
+        high and its own pipeline has drained, with ``fin_out`` rows whose bias/rq words start
+        at ``fin_row_base``; ``fin_last`` keeps the results in the accumulators for the
+        read-out. ``scan_done`` must be low in the cycle after ``fin_arm``. The other inputs
+        must hold until ``fin_done``.
     fin_done : Out(1)
-        No finalization running.
+        Not armed, and the armed layer's finalization is over but for its last two rows,
+        which F4b/F4c write in this cycle and the next (a register, so that the sequencer,
+        behind one more register, moves on exactly as the last row is written).
     out_addr, out_data, out_en : Out
         Writes of requantized activations into this PE's bank of the next activation buffer.
     ro_sel, ro_addr, ro_en, ro_data, ro_clr_en, ro_clr_addr
@@ -99,7 +107,8 @@ class PE(wiring.Component):
             "ld_data": In(32),
             "ld_en": In(1),
             "idle": Out(1),
-            "fin_start": In(1),
+            "fin_arm": In(1),
+            "scan_done": In(1),
             "fin_out": In(params.act_addr_bits),
             "fin_row_base": In(params.row_addr_bits),
             "fin_requant": In(1),
@@ -166,12 +175,12 @@ class PE(wiring.Component):
             ptr1.addr.eq(self.col.payload.ptr + 1),
         ]
         p1_valid = Signal()
-        p1_act = Signal(8)
+        p1_act = Signal(8, reset_less=True)
         m.d.sync += [p1_valid.eq(take), p1_act.eq(self.col.payload.act)]
         p2_valid = Signal()
-        p2_start = Signal(p.entry_addr_bits)
-        p2_end = Signal(p.entry_addr_bits)
-        p2_act = Signal(8)
+        p2_start = Signal(p.entry_addr_bits, reset_less=True)
+        p2_end = Signal(p.entry_addr_bits, reset_less=True)
+        p2_act = Signal(8, reset_less=True)
         m.d.sync += [p2_valid.eq(p1_valid), p2_start.eq(ptr0.data), p2_end.eq(ptr1.data),
                      p2_act.eq(p1_act)]
         p2_empty = Signal()
@@ -182,9 +191,9 @@ class PE(wiring.Component):
         rem_shape = signed(p.entry_addr_bits + 2)
         job = data.StructLayout({"start": unsigned(p.entry_addr_bits), "rem": rem_shape,
                                  "act": unsigned(8)})
-        # the buffered FIFO's inner queue holds ``depth`` (its output register one more): a
-        # column written while another moves to the output register always finds room
-        m.submodules.queue = queue = fifo.SyncFIFOBuffered(width=job.size, depth=depth + 1)
+        # a first-word-fall-through FIFO: a column written in one cycle can be popped in the
+        # next; it never holds more than ``depth`` (the credits)
+        m.submodules.queue = queue = fifo.SyncFIFO(width=job.size, depth=depth)
         p2_rem = Signal(rem_shape)
         m.d.comb += [p2_rem.eq(p2_end - p2_start - 2),
                      queue.w_en.eq(p2_valid & ~p2_empty),
@@ -208,17 +217,17 @@ class PE(wiring.Component):
 
         # ---- S2: entry issue. s2_left = entries of the current column still to issue, minus 1
         # (-1: none); s2_has is its sign bit inverted
-        s2_cur = Signal(p.entry_addr_bits)
+        s2_cur = Signal(p.entry_addr_bits, reset_less=True)
         s2_left = Signal(rem_shape, init=-1)
-        s2_act = Signal(8)
+        s2_act = Signal(8, reset_less=True)
         s2_has = Signal()
         jq_pop = Signal()
         m.d.comb += [s2_has.eq(~s2_left[-1]),
                      jq_pop.eq(queue.r_rdy & ~s2_has),
                      queue.r_en.eq(~s2_has)]
         v3 = Signal()
-        a3 = Signal(8)
-        first3 = Signal()
+        a3 = Signal(8, reset_less=True)
+        first3 = Signal(reset_less=True)
         m.d.comb += ent.addr.eq(Mux(s2_has, s2_cur, head.start))
         with m.If(s2_has):
             m.d.sync += [s2_cur.eq(s2_cur + 1), s2_left.eq(s2_left - 1)]
@@ -230,57 +239,68 @@ class PE(wiring.Component):
 
         # ---- S3a: register the entry (the memory's output drives no adder directly)
         v3r = Signal()
-        a3r = Signal(8)
-        first3r = Signal()
-        ent_q = Signal(p.entry_bits)
+        a3r = Signal(8, reset_less=True)
+        first3r = Signal(reset_less=True)
+        ent_q = Signal(p.entry_bits, reset_less=True)
         m.d.sync += [v3r.eq(v3), a3r.eq(a3), first3r.eq(first3), ent_q.eq(ent.data)]
 
         # ---- S3: decode, accumulator read, multiply
         e = data.View(elay, ent_q)
-        row_q = Signal(self.row_bits)
+        row_q = Signal(self.row_bits, reset_less=True)
         row = Signal(self.row_bits)
         m.d.comb += row.eq(Mux(first3r, e.delta, row_q + e.delta + 1))
         with m.If(v3r):
             m.d.sync += row_q.eq(row)
         v4 = Signal()
-        row4 = Signal(self.row_bits)
-        prod4 = Signal(signed(p.weight_bits + 9))
+        row4 = Signal(self.row_bits, reset_less=True)
+        prod4 = Signal(signed(p.weight_bits + 9), reset_less=True)
         m.d.sync += [v4.eq(v3r), row4.eq(row), prod4.eq(e.weight * a3r)]
         m.d.comb += self.useful.eq(v3r & (e.weight != 0) & (a3r != 0))
 
         # ---- S4: the accumulator's read data is registered (no adder after the memory output)
         v5 = Signal()
-        row5 = Signal(self.row_bits)
-        prod5 = Signal(signed(p.weight_bits + 9))
-        acc5 = Signal(acc_shape)
+        row5 = Signal(self.row_bits, reset_less=True)
+        prod5 = Signal(signed(p.weight_bits + 9), reset_less=True)
+        acc5 = Signal(acc_shape, reset_less=True)
         m.d.sync += [v5.eq(v4), row5.eq(row4), prod5.eq(prod4), acc5.eq(acc_rp.data)]
         # read-after-write forwarding: an entry's read (S3) misses the writes of the two entries
         # ahead of it (S5 in the same cycle and the next); rows increase strictly within a
         # column, so they can only hit across a column boundary. The hits are decided in S4,
         # the values taken from the last two writes in S5.
         w1_valid = Signal()                    # S5's write one cycle ago
-        w1_row = Signal(self.row_bits)
-        fwd1 = Signal(acc_shape)
-        fwd2 = Signal(acc_shape)
-        hit1 = Signal()
-        hit2 = Signal()
+        w1_row = Signal(self.row_bits, reset_less=True)
+        fwd1 = Signal(acc_shape, reset_less=True)
+        fwd2 = Signal(acc_shape, reset_less=True)
+        hit1 = Signal(reset_less=True)
+        hit2 = Signal(reset_less=True)
         m.d.sync += [w1_valid.eq(v5), w1_row.eq(row5), fwd1.eq(acc_wp.data), fwd2.eq(fwd1),
                      hit1.eq(v5 & (row5 == row4)), hit2.eq(w1_valid & (w1_row == row4))]
 
         # ---- S5: accumulate (write port shared with finalization and read-out, see below)
         m.d.comb += self.idle.eq((pending == 0) & ~s2_has & ~v3 & ~v3r & ~v4 & ~v5)
 
-        # ---- finalization
+        # ---- finalization: the PE starts on its own once the layer is armed (``fin_arm`` at
+        # the layer's start), the scanner is done (``scan_done``) and its own pipeline has
+        # drained; the last accumulation (S5) is written in the cycle before F0 reads
+        armed = Signal()
+        drained = Signal()
+        fin_go = Signal()
         fin_active = Signal()
-        fin_l = Signal(self.row_bits)
-        fin_r = Signal(p.act_addr_bits + 1)
-        fin_out = Signal(p.act_addr_bits)
-        fin_base = Signal(p.row_addr_bits)
-        fin_requant = Signal()
-        fin_last = Signal()
+        fin_l = Signal(self.row_bits, reset_less=True)
+        fin_r = Signal(p.act_addr_bits + 1, reset_less=True)
+        fin_out = Signal(p.act_addr_bits, reset_less=True)
+        fin_base = Signal(p.row_addr_bits, reset_less=True)
+        fin_requant = Signal(reset_less=True)
+        fin_last = Signal(reset_less=True)
         # fin_final: the row at fin_r is this PE's last (a register, decided a row ahead)
         fin_final = Signal()
-        with m.If(self.fin_start):
+        m.d.comb += [drained.eq((pending == 0) & ~s2_has & ~v3 & ~v3r & ~v4),
+                     fin_go.eq(armed & self.scan_done & drained)]
+        with m.If(self.fin_arm):
+            m.d.sync += armed.eq(1)
+        with m.Elif(fin_go):
+            m.d.sync += armed.eq(0)
+        with m.If(fin_go):
             m.d.sync += [fin_l.eq(0), fin_r.eq(self.index), fin_out.eq(self.fin_out),
                          fin_base.eq(self.fin_row_base), fin_requant.eq(self.fin_requant),
                          fin_last.eq(self.fin_last),
@@ -295,87 +315,83 @@ class PE(wiring.Component):
         m.d.comb += [bias_rp.addr.eq(fin_base + fin_l), rq_rp.addr.eq(fin_base + fin_l)]
         # F1
         fv1 = Signal()
-        l1 = Signal(self.row_bits)
-        m.d.sync += [fv1.eq(fin_active & ~self.fin_start), l1.eq(fin_l)]
+        l1 = Signal(self.row_bits, reset_less=True)
+        m.d.sync += [fv1.eq(fin_active), l1.eq(fin_l)]
         # F1a: the memories' outputs are registered (no adder after a memory output)
-        fv1a, l1a = Signal(), Signal(self.row_bits)
-        acc1a = Signal(acc_shape)
-        bias1a = Signal(acc_shape)
-        rq1a = Signal(p.mult_bits + p.shift_bits)
+        fv1a = Signal()
+        l1a = Signal(self.row_bits, reset_less=True)
+        acc1a = Signal(acc_shape, reset_less=True)
+        bias1a = Signal(acc_shape, reset_less=True)
+        rq1a = Signal(p.mult_bits + p.shift_bits, reset_less=True)
         m.d.sync += [fv1a.eq(fv1), l1a.eq(l1), acc1a.eq(acc_rp.data), bias1a.eq(bias_rp.data),
                      rq1a.eq(rq_rp.data)]
         sum1 = Signal(acc_shape)
         m.d.comb += sum1.eq(acc1a + bias1a)
-        mult1 = rq1a[:p.mult_bits]
-        shift1 = rq1a[p.mult_bits:]
-        # F2
-        fv2, l2 = Signal(), Signal(self.row_bits)
-        sum2 = Signal(acc_shape)
-        mult2 = Signal(p.mult_bits)
-        shift2 = Signal(p.shift_bits)
-        m.d.sync += [fv2.eq(fv1a), l2.eq(l1a), sum2.eq(sum1), mult2.eq(mult1), shift2.eq(shift1)]
+        # F2: sum = acc + bias; the shift is kept as S - 1 (S >= 1): the rounding
+        # (sum * M + 2**(S-1)) >> S equals ((sum * M) >> (S-1)) + 1) >> 1, so no rounding
+        # constant and no wide rounding add are needed
+        fv2 = Signal()
+        l2 = Signal(self.row_bits, reset_less=True)
+        sum2 = Signal(acc_shape, reset_less=True)
+        mult2 = Signal(p.mult_bits, reset_less=True)
+        sh2 = Signal(p.shift_bits, reset_less=True)
+        m.d.sync += [fv2.eq(fv1a), l2.eq(l1a), sum2.eq(sum1), mult2.eq(rq1a[:p.mult_bits]),
+                     sh2.eq(rq1a[p.mult_bits:] - 1)]
         # F2p: two partial products, each one hardware multiplier with a registered output:
         # sum = hi * 2**16 + lo (lo unsigned), so sum * M = (hi * M) * 2**16 + lo * M
-        fv2p, l2p = Signal(), Signal(self.row_bits)
-        shift2p = Signal(p.shift_bits)
-        plo = Signal(unsigned(16 + p.mult_bits))
-        phi = Signal(signed(p.acc_width - 16 + p.mult_bits + 1))
-        round2p = Signal(p.acc_width + p.mult_bits + 1)   # 2**(S-1), decoded early
-        m.d.sync += [fv2p.eq(fv2), l2p.eq(l2), shift2p.eq(shift2),
+        fv2p = Signal()
+        l2p = Signal(self.row_bits, reset_less=True)
+        sh2p = Signal(p.shift_bits, reset_less=True)
+        plo = Signal(unsigned(16 + p.mult_bits), reset_less=True)
+        phi = Signal(signed(p.acc_width - 16 + p.mult_bits + 1), reset_less=True)
+        m.d.sync += [fv2p.eq(fv2), l2p.eq(l2), sh2p.eq(sh2),
                      plo.eq(sum2[:16] * mult2),
-                     phi.eq(sum2[16:].as_signed() * mult2),
-                     round2p.eq(Const(1, unsigned(p.acc_width + p.mult_bits + 1))
-                                << (shift2 - 1)[:p.shift_bits])]
-        # F3: the product
-        fv3, l3 = Signal(), Signal(self.row_bits)
-        shift3 = Signal(p.shift_bits)
-        prod3 = Signal(signed(p.acc_width + p.mult_bits + 1))
-        round3 = Signal(p.acc_width + p.mult_bits + 1)
-        m.d.sync += [fv3.eq(fv2p), l3.eq(l2p), shift3.eq(shift2p),
-                     prod3.eq((phi << 16) + plo), round3.eq(round2p)]
-        # F3b: add the rounding bit (registered: the carry chain and the shifter get a cycle each)
-        # |prod3| < 2**(acc_width + mult_bits - 1): a shift beyond acc_width + mult_bits always
-        # gives 0 (or a clamped negative), as in the reference; below it the rounding bit fits.
-        wide = signed(p.acc_width + p.mult_bits + 2)
-        fvr, lr = Signal(), Signal(self.row_bits)
-        shiftr = Signal(p.shift_bits)
-        huger = Signal()
-        rounded = Signal(wide)
-        m.d.sync += [
-            fvr.eq(fv3), lr.eq(l3), shiftr.eq(shift3),
-            huger.eq(shift3 > p.acc_width + p.mult_bits),
-            rounded.eq(prod3 + round3),
-        ]
-        # F4a: coarse shift by a multiple of 8 (registered); F4b/F4c: fine shift by 0..7, clamp.
-        # The clamp needs no wide comparison: negative -> 0 (sign bit), any bit above bit 7 of a
-        # non-negative value -> 255.
-        fvs, ls = Signal(), Signal(self.row_bits)
-        hugs = Signal()
-        fine = Signal(3)
-        coarse = Signal(wide)
-        m.d.sync += [fvs.eq(fvr), ls.eq(lr), hugs.eq(huger),
-                     fine.eq(shiftr[:3]),
-                     coarse.eq(rounded >> Cat(Const(0, 3), shiftr[3:]))]
-        # F4b: fine shift of the low 16 bits, and whether any higher non-sign bit is set (then
-        # the result is above 255 for any fine shift); F4c: clamp
-        fvt, lt = Signal(), Signal(self.row_bits)
-        hugt = Signal()
-        hit = Signal()
-        s16 = Signal(16)
-        m.d.sync += [fvt.eq(fvs), lt.eq(ls), hugt.eq(hugs | coarse[-1]),
+                     phi.eq(sum2[16:].as_signed() * mult2)]
+        # F3: the product (|prod3| < 2**(acc_width + mult_bits - 1))
+        fv3 = Signal()
+        l3 = Signal(self.row_bits, reset_less=True)
+        sh3 = Signal(p.shift_bits, reset_less=True)
+        prod3 = Signal(signed(p.acc_width + p.mult_bits + 1), reset_less=True)
+        m.d.sync += [fv3.eq(fv2p), l3.eq(l2p), sh3.eq(sh2p), prod3.eq((phi << 16) + plo)]
+        # F4a: coarse arithmetic shift by 8 * ((S-1) // 8) (a shift past the top leaves the sign)
+        fvs = Signal()
+        ls = Signal(self.row_bits, reset_less=True)
+        fine = Signal(3, reset_less=True)
+        coarse = Signal(signed(p.acc_width + p.mult_bits + 1), reset_less=True)
+        m.d.sync += [fvs.eq(fv3), ls.eq(l3), fine.eq(sh3[:3]),
+                     coarse.eq(prod3 >> Cat(Const(0, 3), sh3[3:]))]
+        # F4b: fine shift of the low 16 bits by (S-1) % 8, the sign, and whether any higher bit
+        # is set (then t = prod >> (S-1) is at least 512 and the result clamps to 255)
+        fvt = Signal()
+        lt = Signal(self.row_bits, reset_less=True)
+        neg = Signal(reset_less=True)
+        hit = Signal(reset_less=True)
+        s16 = Signal(16, reset_less=True)
+        m.d.sync += [fvt.eq(fvs), lt.eq(ls), neg.eq(coarse[-1]),
                      hit.eq(coarse[16:-1].any()),
                      s16.eq(coarse[:16] >> fine)]
-        fv4, l4 = Signal(), Signal(self.row_bits)
-        q4 = Signal(8)
+        # F4c: y = (t + 1) >> 1 clamped to 0..255: t < 0 -> 0; t >= 511 -> 255
+        rnd = Signal(11)
+        m.d.comb += rnd.eq(s16[:10] + 1)
+        fv4 = Signal()
+        l4 = Signal(self.row_bits, reset_less=True)
+        q4 = Signal(8, reset_less=True)
         m.d.sync += [fv4.eq(fvt), l4.eq(lt),
-                     q4.eq(Mux(hugt, 0, Mux(hit | s16[8:].any(), 255, s16[:8])))]
+                     q4.eq(Mux(neg, 0, Mux(hit | s16[10:].any() | rnd[9:].any(), 255,
+                                           rnd[1:9])))]
+        # fin_done (a register) rises while the last row is in F4b: the sequencer, which sees
+        # it through one more register, moves on in the cycle F4c writes that row
+        fin_tail = Signal()
+        fin_done = Signal()
         m.d.comb += [
             self.out_addr.eq(l4),
             self.out_data.eq(q4),
             self.out_en.eq(fv4 & ~fin_last),
-            self.fin_done.eq(~fin_active & ~fv1 & ~fv1a & ~fv2 & ~fv2p & ~fv3 & ~fvr & ~fvs
-                             & ~fvt & ~fv4 & ~self.fin_start),
+            fin_tail.eq(~self.fin_arm & ~armed & ~fin_active & ~fv1 & ~fv1a & ~fv2 & ~fv2p
+                        & ~fv3),
+            self.fin_done.eq(fin_done),
         ]
+        m.d.sync += fin_done.eq(fin_tail)
 
         # ---- shared accumulator ports
         with m.If(fin_active):

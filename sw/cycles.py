@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .pack import PackedModel
+from .pack import PackedModel, local_rows
 from .ref import run_model
 
 __all__ = ["LayerCycles", "predict_layer", "predict", "useful_macs", "dense_macs"]
@@ -25,11 +25,14 @@ __all__ = ["LayerCycles", "predict_layer", "predict", "useful_macs", "dense_macs
 # pipeline constants of the RTL (hw/accel.py, hw/pe.py)
 SCAN_LATENCY = 1      # bank read -> broadcast register
 POINTER_LATENCY = 2   # taken from the broadcast -> pointers registered (dropped or queued)
-QUEUE_LATENCY = 2     # written into the job queue -> visible at its output (buffered FIFO)
-DRAIN = 5             # last entry issued -> accumulated and idle
-DROP_DRAIN = 2        # last column dropped (or popped) -> idle
-FINAL_LATENCY = 11    # finalization pipeline depth plus start/done handshakes
-LAYER_OVERHEAD = 2    # descriptor fetch, scan start and state changes per layer
+QUEUE_LATENCY = 1     # written into the job queue -> visible at its output (fall-through FIFO)
+DRAIN = 3             # S2 free after its last entry -> drained (the PE starts finalizing; its
+#                       F0 reads the row the next cycle, after the last accumulation's write)
+DROP_DRAIN = 1        # last column dropped (its credit back) -> drained
+SCAN_DONE = 1         # scanner done -> the registered scan-done seen by the PEs
+FINAL_LATENCY = 8     # F0 of the last row -> the last counted cycle (F4c's write of that row)
+LAYER_START = 2       # the descriptor cycle plus the counting of the last cycle
+LAYER_SWITCH = 1      # the extra descriptor-wait cycle of every layer after the first
 
 
 @dataclass
@@ -110,16 +113,26 @@ def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True) -
         b_free = t - 1                                 # B loads again as it emits its last
         a_time = load + 1
     t = max(t, a_time)
-    end = max([t, push_prev + 1] + [s2_free[q] + DRAIN for q in range(P)]
-              + [g + DROP_DRAIN for g in last_gone])
-    rows = (pl.q.out_features + P - 1) // P
-    finalize = rows + FINAL_LATENCY
+    # every PE finalizes by itself once the scanner is done and it has drained: one row a
+    # cycle from F0 (the cycle after it starts), the sequencer sees it done FINAL_LATENCY later
+    scan_done = max(t, push_prev + 1) + SCAN_DONE
+    rows_q = [local_rows(pl.q.out_features, P, q) for q in range(P)]
+    finish = []
+    for q in range(P):
+        drained = max([scan_done] + ([s2_free[q] + DRAIN] if s2_free[q] else [])
+                      + [last_gone[q] + DROP_DRAIN])
+        # no rows: done (a register) two cycles after it starts, seen through the AND after 3
+        finish.append(drained + (rows_q[q] + FINAL_LATENCY if rows_q[q] else 3))
+    end = max(finish)
+    compute = max(max([scan_done] + [s2_free[q] + DRAIN for q in range(P) if s2_free[q]]
+                      + [g + DROP_DRAIN for g in last_gone]), 0)
+    finalize = end - compute
     sel = counts[:, cols]
     work = [int(v) for v in sel.sum(axis=1)]
     w = pl.hw_weight()
     useful = int(((w != 0) @ (x != 0).astype(np.int64)).sum())
-    return LayerCycles(end + finalize + LAYER_OVERHEAD, end, finalize, useful, int(sel.sum()),
-                       work)
+    overhead = LAYER_START + (LAYER_SWITCH if layer else 0)
+    return LayerCycles(end + overhead, compute, finalize, useful, int(sel.sum()), work)
 
 
 def predict(pm: PackedModel, x, skip_zero_acts: bool = True) -> list[LayerCycles]:

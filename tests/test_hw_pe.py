@@ -41,6 +41,16 @@ def run_pe(q, x, requant_mode: bool, seed: int, idle: float = 0.3):
             ctx.set(pe.ld_en, 1)
             await ctx.tick()
         ctx.set(pe.ld_en, 0)
+        # arm the layer's finalization (held: the PE starts by itself once scan_done is high
+        # and it has drained)
+        ctx.set(pe.fin_out, q.out_features)
+        ctx.set(pe.fin_row_base, 0)
+        ctx.set(pe.fin_requant, int(requant_mode))
+        ctx.set(pe.fin_last, int(not requant_mode))
+        ctx.set(pe.fin_arm, 1)
+        await ctx.tick()
+        ctx.set(pe.fin_arm, 0)
+        assert not ctx.get(pe.fin_done)
         for j in np.flatnonzero(x):
             while rng.random() < idle:
                 ctx.set(pe.col.valid, 0)
@@ -49,19 +59,22 @@ def run_pe(q, x, requant_mode: bool, seed: int, idle: float = 0.3):
             ctx.set(pe.col.payload.as_value(), int(j) | int(x[j]) << PARAMS.ptr_addr_bits)
             await ctx.tick().until(pe.col.ready)
         ctx.set(pe.col.valid, 0)
-        await ctx.tick().until(pe.idle)
-        ctx.set(pe.fin_start, 1)
-        ctx.set(pe.fin_out, q.out_features)
-        ctx.set(pe.fin_row_base, 0)
-        ctx.set(pe.fin_requant, int(requant_mode))
-        ctx.set(pe.fin_last, int(not requant_mode))
-        await ctx.tick()
-        ctx.set(pe.fin_start, 0)
-        for _ in range(q.out_features + 20):
+        for _ in range(rng.randrange(3)):
+            assert not ctx.get(pe.fin_done)     # armed: not done before scan_done
+            await ctx.tick()
+        ctx.set(pe.scan_done, 1)
+        for _ in range(20000):
             if ctx.get(pe.out_en):
                 out[ctx.get(pe.out_addr)] = ctx.get(pe.out_data)
+            if ctx.get(pe.fin_done):
+                break
             await ctx.tick()
-        assert ctx.get(pe.fin_done)
+        assert ctx.get(pe.fin_done) and ctx.get(pe.idle)
+        for _ in range(2):          # the last rows are still in F4b/F4c
+            await ctx.tick()
+            if ctx.get(pe.out_en):
+                out[ctx.get(pe.out_addr)] = ctx.get(pe.out_data)
+        ctx.set(pe.scan_done, 0)
         if not requant_mode:      # the output layer's sums stay in the accumulators
             ctx.set(pe.ro_sel, 1)
             ctx.set(pe.ro_en, 1)
