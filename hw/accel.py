@@ -126,6 +126,8 @@ class Accelerator(wiring.Component):
             desc_rd[field] = rp.data
         assert DESC_FIELDS == 8
 
+        # load.ready is a register: set while IDLE with no run's inputs coming in (it falls
+        # the cycle after the first input is taken; the first input and a load may share a cycle)
         idle = Signal()
         m.d.comb += self.load.ready.eq(idle)
         with m.If(self.load.valid & self.load.ready & (ld.mem == MEM_CFG)):
@@ -137,17 +139,20 @@ class Accelerator(wiring.Component):
             m.d.comb += [pe.ld_mem.eq(ld.mem), pe.ld_addr.eq(ld.addr), pe.ld_data.eq(ld.data),
                          pe.ld_en.eq(self.load.valid & self.load.ready & (ld.pe == i))]
 
-        # ---- activation buffers: 2 x P banks
+        # ---- activation buffers: 2 x P banks, each split into L = fin_lanes sub-banks by
+        # address (address % L), so a PE writes L results a cycle
+        L, lb = p.fin_lanes, p.fin_lanes.bit_length() - 1
         buf = Signal()              # buffer the current layer reads
-        banks = [[Memory(shape=unsigned(8), depth=bdepth, init=[]) for _ in range(P)]
-                 for _ in range(2)]
-        bank_wp = [[None] * P for _ in range(2)]
-        bank_rp = [[None] * P for _ in range(2)]
+        sdepth = (bdepth + L - 1) // L
+        bank_wp = [[[None] * L for _ in range(P)] for _ in range(2)]
+        bank_rp = [[[None] * L for _ in range(P)] for _ in range(2)]
         for b in range(2):
             for i in range(P):
-                m.submodules[f"act{b}_{i}"] = banks[b][i]
-                bank_wp[b][i] = banks[b][i].write_port()
-                bank_rp[b][i] = banks[b][i].read_port()
+                for j in range(L):
+                    mem = Memory(shape=unsigned(8), depth=sdepth, init=[])
+                    m.submodules[f"act{b}_{i}" + (f"_{j}" if L > 1 else "")] = mem
+                    bank_wp[b][i][j] = mem.write_port()
+                    bank_rp[b][i][j] = mem.read_port()
 
         # ---- layer registers
         out_f = Signal(abits)
@@ -170,7 +175,14 @@ class Accelerator(wiring.Component):
             m.d.sync += settle.eq(3)
         with m.Elif(settle != 0):
             m.d.sync += settle.eq(settle - 1)
-        m.d.comb += in_take.eq(self.act_in.valid & self.act_in.ready)
+        # inputs pass through a small FIFO (its output valid is a register) and ``in_ready`` is
+        # a register, so the outside's valid reaches neither the layer start nor the banks
+        m.submodules.in_fifo = in_fifo = fifo.SyncFIFOBuffered(width=8, depth=2)
+        wiring.connect(m, wiring.flipped(self.act_in), in_fifo.w_stream)
+        in_ready = Signal()
+        in_data = in_fifo.r_stream.payload
+        m.d.comb += [in_take.eq(in_fifo.r_stream.valid & in_ready),
+                     in_fifo.r_stream.ready.eq(in_ready)]
 
         # ---- scanner (hw/scanner.py): reads rows of P activations from the current buffer
         # and broadcasts the nonzero ones to every PE at once (valid = pending & all PEs ready)
@@ -178,27 +190,37 @@ class Accelerator(wiring.Component):
         m.d.comb += [scanner.col.ready.eq(Cat(pe.col.ready for pe in pes).all()),
                      scanner.in_f.eq(desc_rd[DESC_IN]),   # valid from DESC (start) on
                      scanner.ptr_base.eq(ptr_base), scanner.skip_zero.eq(skip_zero)]
+        # the sub-bank of the row being read (registered with the read, like the data)
+        rd_lane = Signal(max(1, lb))
+        if lb:
+            with m.If(scanner.rd_en):
+                m.d.sync += rd_lane.eq(scanner.rd_addr[:lb])
         for i in range(P):
-            m.d.comb += scanner.rd_data[i].eq(Mux(buf, bank_rp[1][i].data, bank_rp[0][i].data))
+            m.d.comb += scanner.rd_data[i].eq(
+                Array(Mux(buf, bank_rp[1][i][j].data, bank_rp[0][i][j].data)
+                      for j in range(L))[rd_lane])
         for b in range(2):
             for i in range(P):
-                m.d.comb += [bank_rp[b][i].addr.eq(scanner.rd_addr),
-                             bank_rp[b][i].en.eq(scanner.rd_en)]
+                for j in range(L):
+                    m.d.comb += [bank_rp[b][i][j].addr.eq(scanner.rd_addr[lb:]),
+                                 bank_rp[b][i][j].en.eq(scanner.rd_en)]
         for pe in pes:
             m.d.comb += [pe.col.valid.eq(scanner.col.valid),
                          pe.col.payload.eq(scanner.col.payload)]
 
         # ---- finalization writes into the other buffer
+        ld_lane = ld_addr[:lb] if lb else 0
         for i, pe in enumerate(pes):
             for b in range(2):
-                wp = bank_wp[b][i]
-                with m.If(pe.out_en):
-                    m.d.comb += [wp.addr.eq(pe.out_addr), wp.data.eq(pe.out_data),
-                                 wp.en.eq(buf != b)]
-                if b == 0:
-                    with m.Elif(in_take & (ld_bank == i)):
-                        m.d.comb += [wp.addr.eq(ld_addr), wp.data.eq(self.act_in.payload),
-                                     wp.en.eq(1)]
+                for j in range(L):
+                    wp = bank_wp[b][i][j]
+                    with m.If(pe.out_en[j]):
+                        m.d.comb += [wp.addr.eq(pe.out_addr), wp.data.eq(pe.out_data[j]),
+                                     wp.en.eq(buf != b)]
+                    if b == 0:
+                        with m.Elif(in_take & (ld_bank == i) & (ld_lane == j)):
+                            m.d.comb += [wp.addr.eq(ld_addr[lb:]),
+                                         wp.data.eq(in_data), wp.en.eq(1)]
             m.d.comb += [pe.fin_out.eq(out_f), pe.fin_row_base.eq(row_base),
                          pe.fin_requant.eq(requant), pe.fin_last.eq(last)]
         # each PE finalizes by itself once the scanner is done and it has drained; the layer
@@ -234,11 +256,14 @@ class Accelerator(wiring.Component):
             m.d.comb += [pe.ro_sel.eq(reading), pe.ro_addr.eq(ro_addr), pe.ro_en.eq(ro_adv),
                          pe.ro_clr_en.eq(rv1 & ro_adv & (rv1_bank == i)),
                          pe.ro_clr_addr.eq(rv1_addr)]
+        # ``ro_more`` (a register): ro_r != out_f, so no compare sits in the read-out's stall
+        # and state paths
+        ro_more = Signal()
         with m.If(reading & ro_adv):
             m.d.sync += [rv2.eq(rv1), rv2_bank.eq(rv1_bank)]
-            with m.If(ro_r != out_f):
+            with m.If(ro_more):
                 m.d.sync += [rv1.eq(1), rv1_bank.eq(ro_bank), rv1_addr.eq(ro_addr),
-                             ro_r.eq(ro_r + 1)]
+                             ro_r.eq(ro_r + 1), ro_more.eq(ro_r + 1 != out_f)]
                 with m.If(ro_bank == P - 1):
                     m.d.sync += [ro_bank.eq(0), ro_addr.eq(ro_addr + 1)]
                 with m.Else():
@@ -256,13 +281,21 @@ class Accelerator(wiring.Component):
         counting_q = Signal()
         m.d.sync += counting_q.eq(counting)
 
+        # the clear (at a run's first input) is registered too; counting starts later
+        clear_q = Signal()
+        m.d.sync += clear_q.eq(clear)
+
         def count(counter, inc):
+            # saturating: the adder's carry-out selects the top value (no compare in the
+            # counter's enable)
             inc_q = Signal(range(P + 2), name=f"{counter.name}_inc")
+            total = Signal(cw + 1, name=f"{counter.name}_total")
             m.d.sync += inc_q.eq(inc)
-            with m.If(clear):
+            m.d.comb += total.eq(counter + inc_q)
+            with m.If(clear_q):
                 m.d.sync += counter.eq(0)
-            with m.Elif(counting_q & (counter != (1 << cw) - 1)):
-                m.d.sync += counter.eq(counter + inc_q)
+            with m.Elif(counting_q):
+                m.d.sync += counter.eq(Mux(total[cw], (1 << cw) - 1, total[:cw]))
 
         count(self.cycles, 1)
         count(self.useful_macs, sum(pe.useful for pe in pes))
@@ -285,12 +318,34 @@ class Accelerator(wiring.Component):
         scan_en = Signal()
         m.d.comb += scanner.enable.eq(scan_en)
 
+        def start_layer():
+            # latch the layer's descriptor (on the read ports) and start the scanner, which
+            # arms the PEs' finalization
+            m.d.sync += [out_f.eq(desc_rd[DESC_OUT]),
+                         ptr_base.eq(desc_rd[DESC_PTR_BASE]),
+                         row_base.eq(desc_rd[DESC_ROW_BASE]),
+                         requant.eq(desc_rd[DESC_FLAGS][0] & LDESC_REQUANT),
+                         last.eq(layer + 1 == n_layers)]
+            m.d.sync += scan_en.eq(1)
+            m.next = "SCAN"
+
+        # the scanner's start (which also arms the PEs) from registers only: the run's last
+        # input is taken (only possible while IDLE: in_ready is low elsewhere), or the DESC
+        # state (``in_desc``, a register set on the way into it)
+        in_desc = Signal()
+        m.d.comb += scanner.start.eq((in_take & ld_is_last) | in_desc)
+
         # ---- sequencer
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += [idle.eq(~loading), in_idle_state.eq(1),
-                             self.act_in.ready.eq((n_layers != 0) & (settle == 0))]
-                m.d.comb += self.busy.eq(loading | (rfifo.level != 0))
+                m.d.comb += in_idle_state.eq(1)
+                m.d.sync += idle.eq(~loading & ~in_take)
+                # inputs are taken once a model is loaded and layer 0's descriptor has settled
+                # (no load write now or in the last three cycles); not after the run's last
+                m.d.sync += in_ready.eq((n_layers != 0) & (settle == 0)
+                                        & ~(self.load.valid & self.load.ready)
+                                        & ~(in_take & ld_is_last))
+                m.d.comb += self.busy.eq(loading | in_fifo.r_stream.valid | (rfifo.level != 0))
                 # layer 0's descriptor is on the read ports (layer == 0 while idle)
                 with m.If(in_take):
                     m.d.sync += loading.eq(1)
@@ -302,26 +357,23 @@ class Accelerator(wiring.Component):
                         m.d.sync += ld_bank.eq(ld_bank + 1)
                     m.d.sync += ld_count.eq(ld_count + 1)
                     with m.If(ld_is_last):
+                        # the last input: layer 0 starts at once (its row 0 is fetched in the
+                        # next cycle, after this input's write)
                         m.d.sync += [ld_count.eq(0), ld_bank.eq(0), ld_addr.eq(0),
                                      buf.eq(0), loading.eq(0)]
-                        m.next = "DESC"
+                        start_layer()
             with m.State("DESC"):
                 m.d.comb += [self.busy.eq(1), counting.eq(1)]
-                m.d.sync += [out_f.eq(desc_rd[DESC_OUT]),
-                             ptr_base.eq(desc_rd[DESC_PTR_BASE]),
-                             row_base.eq(desc_rd[DESC_ROW_BASE]),
-                             requant.eq(desc_rd[DESC_FLAGS][0] & LDESC_REQUANT),
-                             last.eq(layer + 1 == n_layers)]
-                m.d.comb += scanner.start.eq(1)
-                m.d.sync += scan_en.eq(1)
-                m.next = "SCAN"
+                m.d.sync += in_desc.eq(0)
+                start_layer()
             with m.State("SCAN"):
                 # scanning, then (PE by PE) draining and finalizing
                 m.d.comb += [self.busy.eq(1), counting.eq(1)]
                 with m.If(all_fin_done):
                     m.d.sync += scan_en.eq(0)
                     with m.If(last):
-                        m.d.sync += [ro_r.eq(0), ro_bank.eq(0), ro_addr.eq(0), reading.eq(1)]
+                        m.d.sync += [ro_r.eq(0), ro_bank.eq(0), ro_addr.eq(0), reading.eq(1),
+                                     ro_more.eq(out_f != 0)]
                         m.next = "READOUT"
                     with m.Else():
                         m.d.sync += [layer.eq(layer + 1), buf.eq(~buf)]
@@ -329,14 +381,16 @@ class Accelerator(wiring.Component):
             with m.State("DESC_WAIT"):
                 # the descriptor read port needs one cycle for the new layer index
                 m.d.comb += [self.busy.eq(1), counting.eq(1)]
+                m.d.sync += in_desc.eq(1)
                 m.next = "DESC"
             with m.State("READOUT"):
                 m.d.comb += self.busy.eq(1)
-                with m.If((ro_r == out_f) & ~rv1 & ro_adv):
+                with m.If(~ro_more & ~rv1 & ro_adv):
                     m.d.sync += [layer.eq(0), rv2.eq(0), reading.eq(0)]
                     m.next = "IDLE_WAIT"
             with m.State("IDLE_WAIT"):
                 # layer 0's descriptor reaches the read ports again
                 m.d.comb += self.busy.eq(1)
+                m.d.sync += idle.eq(1)
                 m.next = "IDLE"
         return m

@@ -31,12 +31,20 @@ amount travels down the pipeline).
 
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..sw.params import MEM_BIAS, MEM_ENTRY, MEM_PTR, MEM_RQ, HwParams, entry_layout
+from ..sw.params import (
+    MEM_BIAS,
+    MEM_ENTRY,
+    MEM_PTR,
+    MEM_RQ,
+    PTR_EMPTY_BIT,
+    HwParams,
+    entry_layout,
+)
 
 __all__ = ["PE", "col_layout", "bank_depth"]
 
@@ -81,7 +89,9 @@ class PE(wiring.Component):
         which F4b/F4c write in this cycle and the next (a register, so that the sequencer,
         behind one more register, moves on exactly as the last row is written).
     out_addr, out_data, out_en : Out
-        Writes of requantized activations into this PE's bank of the next activation buffer.
+        Writes of requantized activations into this PE's bank of the next activation buffer,
+        ``fin_lanes`` a cycle: ``out_data[j]`` (when ``out_en[j]``) is local row
+        ``out_addr * fin_lanes + j``; the bank is split the same way (row % fin_lanes).
     ro_sel, ro_addr, ro_en, ro_data, ro_clr_en, ro_clr_addr
         Read-out of the output layer's results (and clearing of the accumulators behind it): in
         a cycle with ``ro_sel & ro_en`` the accumulator at ``ro_addr`` is read and ``ro_data``
@@ -99,6 +109,8 @@ class PE(wiring.Component):
         self.rows = bank_depth(params)
         row_bits = max(1, (self.rows - 1).bit_length())
         self.row_bits = row_bits
+        self.lane_bits = lb = params.fin_lanes.bit_length() - 1
+        lanes = params.fin_lanes
         super().__init__({
             "col": In(stream.Signature(col_layout(params))),
             "ld_mem": In(3),
@@ -114,9 +126,9 @@ class PE(wiring.Component):
             "fin_requant": In(1),
             "fin_last": In(1),
             "fin_done": Out(1),
-            "out_addr": Out(row_bits),
-            "out_data": Out(8),
-            "out_en": Out(1),
+            "out_addr": Out(max(1, row_bits - lb)),
+            "out_data": Out(8).array(lanes),
+            "out_en": Out(lanes),
             "ro_sel": In(1),
             "ro_addr": In(row_bits),
             "ro_en": In(1),
@@ -134,17 +146,29 @@ class PE(wiring.Component):
         acc_shape = signed(p.acc_width)
 
         # ---- memories
-        m.submodules.ptr_mem = ptr_mem = Memory(shape=unsigned(p.entry_addr_bits),
+        # a pointer word: the entry address and (top bit) "this column is empty here"
+        m.submodules.ptr_mem = ptr_mem = Memory(shape=unsigned(p.entry_addr_bits + 1),
                                                 depth=p.ptr_depth, init=[])
         m.submodules.entry_mem = entry_mem = Memory(shape=unsigned(p.entry_bits),
                                                     depth=p.entry_depth, init=[])
         m.submodules.bias_mem = bias_mem = Memory(shape=acc_shape, depth=p.row_depth, init=[])
         m.submodules.rq_mem = rq_mem = Memory(shape=unsigned(p.mult_bits + p.shift_bits),
                                               depth=p.row_depth, init=[])
-        m.submodules.acc_mem = acc_mem = Memory(shape=acc_shape, depth=self.rows, init=[])
+        # the accumulators are split into ``fin_lanes`` banks by local row (row % L), so the
+        # finalization reads, clears and writes L rows a cycle; bias and rq get L read ports
+        L, lb = p.fin_lanes, self.lane_bits
+        acc_mem = []
+        for b in range(L):
+            mem = Memory(shape=acc_shape, depth=(self.rows + L - 1) // L, init=[])
+            m.submodules[f"acc_mem{b}" if L > 1 else "acc_mem"] = mem
+            acc_mem.append(mem)
 
-        for mem, code, width in ((ptr_mem, MEM_PTR, p.entry_addr_bits),
-                                 (entry_mem, MEM_ENTRY, p.entry_bits),
+        ptr_wp = ptr_mem.write_port()
+        m.d.comb += [ptr_wp.addr.eq(self.ld_addr),
+                     ptr_wp.data.eq(Cat(self.ld_data[:p.entry_addr_bits],
+                                        self.ld_data[PTR_EMPTY_BIT])),
+                     ptr_wp.en.eq(self.ld_en & (self.ld_mem == MEM_PTR))]
+        for mem, code, width in ((entry_mem, MEM_ENTRY, p.entry_bits),
                                  (bias_mem, MEM_BIAS, p.acc_width)):
             wp = mem.write_port()
             m.d.comb += [wp.addr.eq(self.ld_addr), wp.data.eq(self.ld_data[:width]),
@@ -158,10 +182,13 @@ class PE(wiring.Component):
         ptr0 = ptr_mem.read_port()
         ptr1 = ptr_mem.read_port()
         ent = entry_mem.read_port()
-        acc_wp = acc_mem.write_port()
-        acc_rp = acc_mem.read_port()
-        bias_rp = bias_mem.read_port()
-        rq_rp = rq_mem.read_port()
+        acc_wp = [mem.write_port() for mem in acc_mem]
+        acc_rp = [mem.read_port() for mem in acc_mem]
+        bias_rp = [bias_mem.read_port() for _ in range(L)]
+        rq_rp = [rq_mem.read_port() for _ in range(L)]
+
+        def bank_of(row):        # the accumulator bank of a local row, and its address there
+            return (row[:lb] if lb else 0), row[lb:]
 
         # ---- P1/P2: pointer fetch as a column arrives, before it is queued. P1 is the pointer
         # memory's read, P2 registers its outputs; a column with no entries in this PE is
@@ -181,24 +208,42 @@ class PE(wiring.Component):
         p2_start = Signal(p.entry_addr_bits, reset_less=True)
         p2_end = Signal(p.entry_addr_bits, reset_less=True)
         p2_act = Signal(8, reset_less=True)
-        m.d.sync += [p2_valid.eq(p1_valid), p2_start.eq(ptr0.data), p2_end.eq(ptr1.data),
+        p2_empty = Signal(reset_less=True)
+        m.d.sync += [p2_valid.eq(p1_valid), p2_start.eq(ptr0.data[:-1]),
+                     p2_end.eq(ptr1.data[:-1]), p2_empty.eq(ptr0.data[-1]),
                      p2_act.eq(p1_act)]
-        p2_empty = Signal()
-        m.d.comb += p2_empty.eq(p2_start == p2_end)
 
         # ``rem``: the column's entries minus 2 (signed), so the entry stage's "column continues"
         # flag is the sign bit of a down-counter register, with no compare in its path
         rem_shape = signed(p.entry_addr_bits + 2)
         job = data.StructLayout({"start": unsigned(p.entry_addr_bits), "rem": rem_shape,
                                  "act": unsigned(8)})
-        # a first-word-fall-through FIFO: a column written in one cycle can be popped in the
-        # next; it never holds more than ``depth`` (the credits)
-        m.submodules.queue = queue = fifo.SyncFIFO(width=job.size, depth=depth)
+        # The job queue: a head register in front of a small FIFO. A column written while the
+        # head is free (or being popped) and the FIFO empty goes straight into the head, so it
+        # can be issued the next cycle; the head is a register, so the entry memory's address
+        # comes from registers only. It never holds more than ``depth`` (the credits).
+        m.submodules.queue = queue = fifo.SyncFIFO(width=job.size, depth=max(1, depth - 1))
         p2_rem = Signal(rem_shape)
+        q_w_en = Signal()
+        q_w_data = Signal(job.size)
         m.d.comb += [p2_rem.eq(p2_end - p2_start - 2),
-                     queue.w_en.eq(p2_valid & ~p2_empty),
-                     queue.w_data.eq(Cat(p2_start, p2_rem, p2_act))]
-        head = data.View(job, queue.r_data)
+                     q_w_en.eq(p2_valid & ~p2_empty),
+                     q_w_data.eq(Cat(p2_start, p2_rem, p2_act)),
+                     queue.w_data.eq(q_w_data)]
+        head_valid = Signal()
+        head_data = Signal(job.size, reset_less=True)
+        head_pop = Signal()          # the entry stage takes the head this cycle
+        head = data.View(job, head_data)
+        with m.If(~head_valid | head_pop):
+            with m.If(queue.r_rdy):
+                m.d.comb += [queue.r_en.eq(1), queue.w_en.eq(q_w_en)]
+                m.d.sync += [head_data.eq(queue.r_data), head_valid.eq(1)]
+            with m.Elif(q_w_en):
+                m.d.sync += [head_data.eq(q_w_data), head_valid.eq(1)]
+            with m.Else():
+                m.d.sync += head_valid.eq(0)
+        with m.Else():
+            m.d.comb += queue.w_en.eq(q_w_en)
 
         # credits: ``pending`` counts the columns taken and not yet dropped or popped (in P1, P2
         # or the queue), at most ``depth``, so the queue never overflows; ``ready`` is registered
@@ -210,7 +255,7 @@ class PE(wiring.Component):
         # a dropped column returns its credit a cycle later (drop is registered: the empty
         # compare stays out of the credit path)
         m.d.sync += drop.eq(p2_valid & p2_empty)
-        m.d.comb += [pop.eq(queue.r_rdy & queue.r_en),
+        m.d.comb += [pop.eq(head_pop),
                      pending_next.eq(pending + take - drop - pop)]
         m.d.sync += [pending.eq(pending_next), ready.eq(pending_next < depth)]
         m.d.comb += self.col.ready.eq(ready)
@@ -223,8 +268,8 @@ class PE(wiring.Component):
         s2_has = Signal()
         jq_pop = Signal()
         m.d.comb += [s2_has.eq(~s2_left[-1]),
-                     jq_pop.eq(queue.r_rdy & ~s2_has),
-                     queue.r_en.eq(~s2_has)]
+                     jq_pop.eq(head_valid & ~s2_has),
+                     head_pop.eq(jq_pop)]
         v3 = Signal()
         a3 = Signal(8, reset_less=True)
         first3 = Signal(reset_less=True)
@@ -261,8 +306,9 @@ class PE(wiring.Component):
         v5 = Signal()
         row5 = Signal(self.row_bits, reset_less=True)
         prod5 = Signal(signed(p.weight_bits + 9), reset_less=True)
-        acc5 = Signal(acc_shape, reset_less=True)
-        m.d.sync += [v5.eq(v4), row5.eq(row4), prod5.eq(prod4), acc5.eq(acc_rp.data)]
+        acc5 = [Signal(acc_shape, reset_less=True, name=f"acc5_{b}") for b in range(L)]
+        m.d.sync += [v5.eq(v4), row5.eq(row4), prod5.eq(prod4)]
+        m.d.sync += [acc5[b].eq(acc_rp[b].data) for b in range(L)]
         # read-after-write forwarding: an entry's read (S3) misses the writes of the two entries
         # ahead of it (S5 in the same cycle and the next); rows increase strictly within a
         # column, so they can only hit across a column boundary. The hits are decided in S4,
@@ -273,7 +319,10 @@ class PE(wiring.Component):
         fwd2 = Signal(acc_shape, reset_less=True)
         hit1 = Signal(reset_less=True)
         hit2 = Signal(reset_less=True)
-        m.d.sync += [w1_valid.eq(v5), w1_row.eq(row5), fwd1.eq(acc_wp.data), fwd2.eq(fwd1),
+        mac_sum = Signal(acc_shape)
+        m.d.comb += mac_sum.eq(Mux(hit1, fwd1, Mux(hit2, fwd2, Array(acc5)[bank_of(row5)[0]]))
+                               + prod5)
+        m.d.sync += [w1_valid.eq(v5), w1_row.eq(row5), fwd1.eq(mac_sum), fwd2.eq(fwd1),
                      hit1.eq(v5 & (row5 == row4)), hit2.eq(w1_valid & (w1_row == row4))]
 
         # ---- S5: accumulate (write port shared with finalization and read-out, see below)
@@ -281,7 +330,9 @@ class PE(wiring.Component):
 
         # ---- finalization: the PE starts on its own once the layer is armed (``fin_arm`` at
         # the layer's start), the scanner is done (``scan_done``) and its own pipeline has
-        # drained; the last accumulation (S5) is written in the cycle before F0 reads
+        # drained; the last accumulation (S5) is written in the cycle before F0 reads. It
+        # handles L = fin_lanes rows a cycle: local rows l .. l+L-1 (l a multiple of L, one per
+        # accumulator bank), global rows r, r + pes, ... (r = l * pes + index).
         armed = Signal()
         drained = Signal()
         fin_go = Signal()
@@ -289,132 +340,149 @@ class PE(wiring.Component):
         fin_l = Signal(self.row_bits, reset_less=True)
         fin_r = Signal(p.act_addr_bits + 1, reset_less=True)
         fin_out = Signal(p.act_addr_bits, reset_less=True)
-        fin_base = Signal(p.row_addr_bits, reset_less=True)
+        fin_g = [Signal(p.row_addr_bits, reset_less=True, name=f"fin_g{j}") for j in range(L)]
         fin_requant = Signal(reset_less=True)
         fin_last = Signal(reset_less=True)
-        # fin_final: the row at fin_r is this PE's last (a register, decided a row ahead)
+        # fin_final: the rows at fin_r are this PE's last (a register, decided a step ahead);
+        # fin_lv: which lanes of them are rows of the layer
         fin_final = Signal()
-        m.d.comb += [drained.eq((pending == 0) & ~s2_has & ~v3 & ~v3r & ~v4),
-                     fin_go.eq(armed & self.scan_done & drained)]
+        fin_lv = Signal(L)
+        step = L * p.pes
+        # drained = (pending == 0) & ~s2_has & ~v3 & ~v3r & ~v4, as a register computed a
+        # cycle ahead: no issue now (so S2 stays empty), no credit out after this cycle, and
+        # what is in S3a/S3 now will be in S3/S4 next
+        m.d.sync += drained.eq(~s2_has & ~jq_pop & (pending_next == 0) & ~v3 & ~v3r)
+        m.d.comb += fin_go.eq(armed & self.scan_done & drained)
         with m.If(self.fin_arm):
             m.d.sync += armed.eq(1)
         with m.Elif(fin_go):
             m.d.sync += armed.eq(0)
         with m.If(fin_go):
             m.d.sync += [fin_l.eq(0), fin_r.eq(self.index), fin_out.eq(self.fin_out),
-                         fin_base.eq(self.fin_row_base), fin_requant.eq(self.fin_requant),
-                         fin_last.eq(self.fin_last),
+                         fin_requant.eq(self.fin_requant), fin_last.eq(self.fin_last),
                          fin_active.eq(self.index < self.fin_out),
-                         fin_final.eq(self.index + p.pes >= self.fin_out)]
+                         fin_final.eq(self.index + step >= self.fin_out)]
+            m.d.sync += [fin_g[j].eq(self.fin_row_base + j) for j in range(L)]
+            m.d.sync += [fin_lv[j].eq(self.index + j * p.pes < self.fin_out) for j in range(L)]
         with m.Elif(fin_active):
-            m.d.sync += [fin_l.eq(fin_l + 1), fin_r.eq(fin_r + p.pes),
-                         fin_final.eq(fin_r + 2 * p.pes >= fin_out)]
+            m.d.sync += [fin_l.eq(fin_l + L), fin_r.eq(fin_r + step),
+                         fin_final.eq(fin_r + 2 * step >= fin_out)]
+            m.d.sync += [fin_g[j].eq(fin_g[j] + L) for j in range(L)]
+            m.d.sync += [fin_lv[j].eq(fin_r + step + j * p.pes < fin_out) for j in range(L)]
             with m.If(fin_final):
                 m.d.sync += fin_active.eq(0)
 
-        m.d.comb += [bias_rp.addr.eq(fin_base + fin_l), rq_rp.addr.eq(fin_base + fin_l)]
-        # F1
-        fv1 = Signal()
-        l1 = Signal(self.row_bits, reset_less=True)
-        m.d.sync += [fv1.eq(fin_active), l1.eq(fin_l)]
-        # F1a: the memories' outputs are registered (no adder after a memory output)
-        fv1a = Signal()
-        l1a = Signal(self.row_bits, reset_less=True)
-        acc1a = Signal(acc_shape, reset_less=True)
-        bias1a = Signal(acc_shape, reset_less=True)
-        rq1a = Signal(p.mult_bits + p.shift_bits, reset_less=True)
-        m.d.sync += [fv1a.eq(fv1), l1a.eq(l1), acc1a.eq(acc_rp.data), bias1a.eq(bias_rp.data),
-                     rq1a.eq(rq_rp.data)]
-        sum1 = Signal(acc_shape)
-        m.d.comb += sum1.eq(acc1a + bias1a)
-        # F2: sum = acc + bias; the shift is kept as S - 1 (S >= 1): the rounding
-        # (sum * M + 2**(S-1)) >> S equals ((sum * M) >> (S-1)) + 1) >> 1, so no rounding
-        # constant and no wide rounding add are needed
-        fv2 = Signal()
-        l2 = Signal(self.row_bits, reset_less=True)
-        sum2 = Signal(acc_shape, reset_less=True)
-        mult2 = Signal(p.mult_bits, reset_less=True)
-        sh2 = Signal(p.shift_bits, reset_less=True)
-        m.d.sync += [fv2.eq(fv1a), l2.eq(l1a), sum2.eq(sum1), mult2.eq(rq1a[:p.mult_bits]),
-                     sh2.eq(rq1a[p.mult_bits:] - 1)]
-        # F2p: two partial products, each one hardware multiplier with a registered output:
-        # sum = hi * 2**16 + lo (lo unsigned), so sum * M = (hi * M) * 2**16 + lo * M
-        fv2p = Signal()
-        l2p = Signal(self.row_bits, reset_less=True)
-        sh2p = Signal(p.shift_bits, reset_less=True)
-        plo = Signal(unsigned(16 + p.mult_bits), reset_less=True)
-        phi = Signal(signed(p.acc_width - 16 + p.mult_bits + 1), reset_less=True)
-        m.d.sync += [fv2p.eq(fv2), l2p.eq(l2), sh2p.eq(sh2),
-                     plo.eq(sum2[:16] * mult2),
-                     phi.eq(sum2[16:].as_signed() * mult2)]
-        # F3: the product (|prod3| < 2**(acc_width + mult_bits - 1))
-        fv3 = Signal()
-        l3 = Signal(self.row_bits, reset_less=True)
-        sh3 = Signal(p.shift_bits, reset_less=True)
-        prod3 = Signal(signed(p.acc_width + p.mult_bits + 1), reset_less=True)
-        m.d.sync += [fv3.eq(fv2p), l3.eq(l2p), sh3.eq(sh2p), prod3.eq((phi << 16) + plo)]
-        # F4a: coarse arithmetic shift by 8 * ((S-1) // 8) (a shift past the top leaves the sign)
-        fvs = Signal()
-        ls = Signal(self.row_bits, reset_less=True)
-        fine = Signal(3, reset_less=True)
-        coarse = Signal(signed(p.acc_width + p.mult_bits + 1), reset_less=True)
-        m.d.sync += [fvs.eq(fv3), ls.eq(l3), fine.eq(sh3[:3]),
-                     coarse.eq(prod3 >> Cat(Const(0, 3), sh3[3:]))]
-        # F4b: fine shift of the low 16 bits by (S-1) % 8, the sign, and whether any higher bit
-        # is set (then t = prod >> (S-1) is at least 512 and the result clamps to 255)
-        fvt = Signal()
-        lt = Signal(self.row_bits, reset_less=True)
-        neg = Signal(reset_less=True)
-        hit = Signal(reset_less=True)
-        s16 = Signal(16, reset_less=True)
-        m.d.sync += [fvt.eq(fvs), lt.eq(ls), neg.eq(coarse[-1]),
-                     hit.eq(coarse[16:-1].any()),
-                     s16.eq(coarse[:16] >> fine)]
-        # F4c: y = (t + 1) >> 1 clamped to 0..255: t < 0 -> 0; t >= 511 -> 255
-        rnd = Signal(11)
-        m.d.comb += rnd.eq(s16[:10] + 1)
-        fv4 = Signal()
-        l4 = Signal(self.row_bits, reset_less=True)
-        q4 = Signal(8, reset_less=True)
-        m.d.sync += [fv4.eq(fvt), l4.eq(lt),
-                     q4.eq(Mux(neg, 0, Mux(hit | s16[10:].any() | rnd[9:].any(), 255,
-                                           rnd[1:9])))]
-        # fin_done (a register) rises while the last row is in F4b: the sequencer, which sees
-        # it through one more register, moves on in the cycle F4c writes that row
+        for j in range(L):
+            m.d.comb += [bias_rp[j].addr.eq(fin_g[j]), rq_rp[j].addr.eq(fin_g[j])]
+
+        def stage(name, prev_v, prev_l):
+            """A pipeline step of the lane-valid bits and the local row."""
+            v = Signal(L, name=f"fv{name}")
+            lrow = Signal(self.row_bits, reset_less=True, name=f"l{name}")
+            m.d.sync += [v.eq(prev_v), lrow.eq(prev_l)]
+            return v, lrow
+
+        # F1 (the memories are read), F1a (their outputs registered: no adder after a memory)
+        fv1, l1 = stage("1", Mux(fin_active, fin_lv, 0), fin_l)
+        fv1a, l1a = stage("1a", fv1, l1)
+        fv2, l2 = stage("2", fv1a, l1a)
+        fv2p, l2p = stage("2p", fv2, l2)
+        fv3, l3 = stage("3", fv2p, l2p)
+        fvs, ls = stage("s", fv3, l3)
+        fvt, lt = stage("t", fvs, ls)
+        fv4, l4 = stage("4", fvt, lt)
+        sum2 = []
+        q4 = []
+        for j in range(L):
+            acc1a = Signal(acc_shape, reset_less=True, name=f"acc1a_{j}")
+            bias1a = Signal(acc_shape, reset_less=True, name=f"bias1a_{j}")
+            rq1a = Signal(p.mult_bits + p.shift_bits, reset_less=True, name=f"rq1a_{j}")
+            m.d.sync += [acc1a.eq(acc_rp[j].data), bias1a.eq(bias_rp[j].data),
+                         rq1a.eq(rq_rp[j].data)]
+            # F2: sum = acc + bias; the shift is kept as S - 1 (S >= 1): the rounding
+            # (sum * M + 2**(S-1)) >> S equals ((sum * M) >> (S-1)) + 1) >> 1, so no rounding
+            # constant and no wide rounding add are needed
+            s2 = Signal(acc_shape, reset_less=True, name=f"sum2_{j}")
+            mult2 = Signal(p.mult_bits, reset_less=True, name=f"mult2_{j}")
+            sh2 = Signal(p.shift_bits, reset_less=True, name=f"sh2_{j}")
+            m.d.sync += [s2.eq(acc1a + bias1a), mult2.eq(rq1a[:p.mult_bits]),
+                         sh2.eq(rq1a[p.mult_bits:] - 1)]
+            sum2.append(s2)
+            # F2p: two partial products, each one hardware multiplier with a registered
+            # output: sum = hi * 2**16 + lo (lo unsigned), so sum * M = (hi*M) * 2**16 + lo*M
+            sh2p = Signal(p.shift_bits, reset_less=True, name=f"sh2p_{j}")
+            plo = Signal(unsigned(16 + p.mult_bits), reset_less=True, name=f"plo_{j}")
+            phi = Signal(signed(p.acc_width - 16 + p.mult_bits + 1), reset_less=True,
+                         name=f"phi_{j}")
+            m.d.sync += [sh2p.eq(sh2), plo.eq(s2[:16] * mult2),
+                         phi.eq(s2[16:].as_signed() * mult2)]
+            # F3: the product (|prod3| < 2**(acc_width + mult_bits - 1))
+            sh3 = Signal(p.shift_bits, reset_less=True, name=f"sh3_{j}")
+            prod3 = Signal(signed(p.acc_width + p.mult_bits + 1), reset_less=True,
+                           name=f"prod3_{j}")
+            m.d.sync += [sh3.eq(sh2p), prod3.eq((phi << 16) + plo)]
+            # F4a: coarse arithmetic shift by 8 * ((S-1) // 8) (past the top: the sign)
+            fine = Signal(3, reset_less=True, name=f"fine_{j}")
+            coarse = Signal(signed(p.acc_width + p.mult_bits + 1), reset_less=True,
+                            name=f"coarse_{j}")
+            m.d.sync += [fine.eq(sh3[:3]), coarse.eq(prod3 >> Cat(Const(0, 3), sh3[3:]))]
+            # F4b: fine shift of the low 16 bits by (S-1) % 8, the sign, and whether any
+            # higher bit is set (then t = prod >> (S-1) >= 512: the result clamps to 255)
+            neg = Signal(reset_less=True, name=f"neg_{j}")
+            hit = Signal(reset_less=True, name=f"hit_{j}")
+            s16 = Signal(16, reset_less=True, name=f"s16_{j}")
+            m.d.sync += [neg.eq(coarse[-1]), hit.eq(coarse[16:-1].any()),
+                         s16.eq(coarse[:16] >> fine)]
+            # F4c: y = (t + 1) >> 1 clamped to 0..255: t < 0 -> 0; t >= 511 -> 255
+            rnd = Signal(11, name=f"rnd_{j}")
+            m.d.comb += rnd.eq(s16[:10] + 1)
+            q = Signal(8, reset_less=True, name=f"q4_{j}")
+            m.d.sync += q.eq(Mux(neg, 0, Mux(hit | s16[10:].any() | rnd[9:].any(), 255,
+                                             rnd[1:9])))
+            q4.append(q)
+            m.d.comb += [self.out_data[j].eq(q), self.out_en[j].eq(fv4[j] & ~fin_last)]
+        m.d.comb += self.out_addr.eq(bank_of(l4)[1])
+
+        # fin_done (a register) rises while the last rows are in F4b: the sequencer, which sees
+        # it through one more register, moves on in the cycle F4c writes them
         fin_tail = Signal()
         fin_done = Signal()
         m.d.comb += [
-            self.out_addr.eq(l4),
-            self.out_data.eq(q4),
-            self.out_en.eq(fv4 & ~fin_last),
-            fin_tail.eq(~self.fin_arm & ~armed & ~fin_active & ~fv1 & ~fv1a & ~fv2 & ~fv2p
-                        & ~fv3),
+            fin_tail.eq(~self.fin_arm & ~armed & ~fin_active & (fv1 == 0) & (fv1a == 0)
+                        & (fv2 == 0) & (fv2p == 0) & (fv3 == 0)),
             self.fin_done.eq(fin_done),
         ]
         m.d.sync += fin_done.eq(fin_tail)
 
-        # ---- shared accumulator ports
-        with m.If(fin_active):
-            m.d.comb += acc_rp.addr.eq(fin_l)
-        with m.Elif(self.ro_sel):
-            m.d.comb += [acc_rp.addr.eq(self.ro_addr), acc_rp.en.eq(self.ro_en)]
-        with m.Else():
-            m.d.comb += acc_rp.addr.eq(row)
-        ro_q = Signal(acc_shape)                 # read-out data, registered in the PE
+        # ---- the accumulator banks' ports: MAC (S3 read, S5 write), finalization (F0 read,
+        # F1 clear, output-layer results at F2 / F4c), read-out (read, clear)
+        # ro_q takes the banks' data read at the previous read-out cycle; ro_lane its bank
+        ro_lane_a = Signal(max(1, lb), reset_less=True)
+        ro_lane = Signal(max(1, lb), reset_less=True)
+        ro_q = [Signal(acc_shape, reset_less=True, name=f"ro_q{b}") for b in range(L)]
         with m.If(self.ro_sel & self.ro_en):
-            m.d.sync += ro_q.eq(acc_rp.data)
-        m.d.comb += self.ro_data.eq(ro_q)
-
-        with m.If(v5):
-            m.d.comb += [acc_wp.addr.eq(row5),
-                         acc_wp.data.eq(Mux(hit1, fwd1, Mux(hit2, fwd2, acc5)) + prod5),
-                         acc_wp.en.eq(1)]
-        with m.Elif(fv1 & ~fin_last):
-            m.d.comb += [acc_wp.addr.eq(l1), acc_wp.data.eq(0), acc_wp.en.eq(1)]
-        with m.Elif(fv2 & fin_last & ~fin_requant):      # output layer, int32: the sum
-            m.d.comb += [acc_wp.addr.eq(l2), acc_wp.data.eq(sum2), acc_wp.en.eq(1)]
-        with m.Elif(fv4 & fin_last & fin_requant):       # output layer, requantized
-            m.d.comb += [acc_wp.addr.eq(l4), acc_wp.data.eq(q4), acc_wp.en.eq(1)]
-        with m.Elif(self.ro_clr_en):
-            m.d.comb += [acc_wp.addr.eq(self.ro_clr_addr), acc_wp.data.eq(0), acc_wp.en.eq(1)]
+            m.d.sync += [ro_lane_a.eq(bank_of(self.ro_addr)[0]), ro_lane.eq(ro_lane_a)]
+            m.d.sync += [ro_q[b].eq(acc_rp[b].data) for b in range(L)]
+        m.d.comb += self.ro_data.eq(Array(ro_q)[ro_lane] if L > 1 else ro_q[0])
+        row_bank, row_addr = bank_of(row)
+        row5_bank, row5_addr = bank_of(row5)
+        clr_bank, clr_addr = bank_of(self.ro_clr_addr)
+        for b in range(L):
+            rp, wp = acc_rp[b], acc_wp[b]
+            with m.If(fin_active):
+                m.d.comb += rp.addr.eq(bank_of(fin_l)[1])
+            with m.Elif(self.ro_sel):
+                m.d.comb += [rp.addr.eq(bank_of(self.ro_addr)[1]), rp.en.eq(self.ro_en)]
+            with m.Else():
+                m.d.comb += rp.addr.eq(row_addr)
+            with m.If(v5 & (row5_bank == b)):
+                m.d.comb += [wp.addr.eq(row5_addr), wp.data.eq(mac_sum), wp.en.eq(1)]
+            with m.Elif(fv1[b] & ~fin_last):
+                m.d.comb += [wp.addr.eq(bank_of(l1)[1]), wp.data.eq(0), wp.en.eq(1)]
+            with m.Elif(fv2[b] & fin_last & ~fin_requant):      # output layer, int32: the sum
+                m.d.comb += [wp.addr.eq(bank_of(l2)[1]), wp.data.eq(sum2[b]), wp.en.eq(1)]
+            with m.Elif(fv4[b] & fin_last & fin_requant):       # output layer, requantized
+                m.d.comb += [wp.addr.eq(bank_of(l4)[1]), wp.data.eq(q4[b]), wp.en.eq(1)]
+            with m.Elif(self.ro_clr_en & (clr_bank == b)):
+                m.d.comb += [wp.addr.eq(clr_addr), wp.data.eq(0), wp.en.eq(1)]
         return m

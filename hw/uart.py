@@ -14,7 +14,7 @@ not yet taken is dropped and pulses ``overrun``.
 """
 
 
-from amaranth.hdl import Cat, Module, Signal
+from amaranth.hdl import Cat, Module, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
@@ -110,7 +110,8 @@ class UARTRx(_UARTBase):
         line = Signal(init=1)
         m.submodules.sync_rx = FFSynchronizer(self.rx, line, init=1, stages=2)
 
-        timer = Signal(range(div))
+        # timers count down to -1: "expired" is the sign bit (a register, no compare)
+        timer = Signal(signed(div.bit_length() + 1))
         bit = Signal(range(8))
         shreg = Signal(8)
 
@@ -120,26 +121,26 @@ class UARTRx(_UARTBase):
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(~line):
-                    m.d.sync += timer.eq(div // 2 - 1)
+                    m.d.sync += timer.eq(div // 2 - 2)
                     m.next = "START"
             with m.State("START"):
-                with m.If(timer != 0):
+                with m.If(~timer[-1]):
                     m.d.sync += timer.eq(timer - 1)
                 with m.Elif(line):  # shorter than half a bit: a glitch
                     m.next = "IDLE"
                 with m.Else():
-                    m.d.sync += [timer.eq(div - 1), bit.eq(0)]
+                    m.d.sync += [timer.eq(div - 2), bit.eq(0)]
                     m.next = "DATA"
             with m.State("DATA"):
-                with m.If(timer != 0):
+                with m.If(~timer[-1]):
                     m.d.sync += timer.eq(timer - 1)
                 with m.Else():
-                    m.d.sync += [timer.eq(div - 1), shreg.eq(Cat(shreg[1:], line)),
+                    m.d.sync += [timer.eq(div - 2), shreg.eq(Cat(shreg[1:], line)),
                                  bit.eq(bit + 1)]
                     with m.If(bit == 7):
                         m.next = "STOP"
             with m.State("STOP"):
-                with m.If(timer != 0):
+                with m.If(~timer[-1]):
                     m.d.sync += timer.eq(timer - 1)
                 with m.Elif(line):
                     with m.If(self.o.valid & ~self.o.ready):
@@ -186,7 +187,7 @@ class UARTTx(_UARTBase):
     def elaborate(self, platform):
         m = Module()
         div = self._divisor
-        timer = Signal(range(div))
+        timer = Signal(signed(div.bit_length() + 1))   # down to -1 (sign bit: expired)
         bits = Signal(range(11))  # bits left of the frame
         frame = Signal(10, init=0x3FF)  # LSB goes out first; ones shift in (idle / stop)
 
@@ -194,11 +195,11 @@ class UARTTx(_UARTBase):
                      self.i.ready.eq(bits == 0)]
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [frame.eq(1 << 9 | self.i.payload << 1), bits.eq(10),
-                         timer.eq(div - 1)]
+                         timer.eq(div - 2)]
         with m.Elif(bits != 0):
-            with m.If(timer != 0):
+            with m.If(~timer[-1]):
                 m.d.sync += timer.eq(timer - 1)
             with m.Else():
                 m.d.sync += [frame.eq(1 << 9 | frame >> 1), bits.eq(bits - 1),
-                             timer.eq(div - 1)]
+                             timer.eq(div - 2)]
         return m

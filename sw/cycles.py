@@ -31,8 +31,8 @@ DRAIN = 3             # S2 free after its last entry -> drained (the PE starts f
 DROP_DRAIN = 1        # last column dropped (its credit back) -> drained
 SCAN_DONE = 1         # scanner done -> the registered scan-done seen by the PEs
 FINAL_LATENCY = 8     # F0 of the last row -> the last counted cycle (F4c's write of that row)
-LAYER_START = 2       # the descriptor cycle plus the counting of the last cycle
-LAYER_SWITCH = 1      # the extra descriptor-wait cycle of every layer after the first
+LAYER_START = 1       # counting the last cycle (layer 0 starts as the last input is taken)
+LAYER_SWITCH = 2      # the descriptor-wait and descriptor cycles of every layer after the first
 
 
 @dataclass
@@ -122,7 +122,8 @@ def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True) -
         drained = max([scan_done] + ([s2_free[q] + DRAIN] if s2_free[q] else [])
                       + [last_gone[q] + DROP_DRAIN])
         # no rows: done (a register) two cycles after it starts, seen through the AND after 3
-        finish.append(drained + (rows_q[q] + FINAL_LATENCY if rows_q[q] else 3))
+        steps = -(-rows_q[q] // p.fin_lanes)          # fin_lanes rows a cycle
+        finish.append(drained + (steps + FINAL_LATENCY if steps else 3))
     end = max(finish)
     compute = max(max([scan_done] + [s2_free[q] + DRAIN for q in range(P) if s2_free[q]]
                       + [g + DROP_DRAIN for g in last_gone]), 0)

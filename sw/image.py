@@ -30,6 +30,7 @@ from .params import (
     MEM_ENTRY,
     MEM_PTR,
     MEM_RQ,
+    PTR_EMPTY_BIT,
     HwParams,
     load_layout,
 )
@@ -71,7 +72,11 @@ def load_commands(pm: PackedModel, skip_zero_acts: bool = True) -> list[LoadCmd]
                  LoadCmd(MEM_DESC, 0, d + DESC_FLAGS, LDESC_REQUANT if q.requant else 0)]
         for pe in range(p.pes):
             ptrs = pl.ptrs[pe].astype(np.int64) + entry_base[pe]
-            cmds += [LoadCmd(MEM_PTR, pe, ptr_base + j, int(v)) for j, v in enumerate(ptrs)]
+            # each pointer word also says whether its column is empty in this PE (the
+            # hardware then needs no compare of the two pointers)
+            empty = np.append(ptrs[1:] == ptrs[:-1], False)
+            cmds += [LoadCmd(MEM_PTR, pe, ptr_base + j, int(v) | int(e) << PTR_EMPTY_BIT)
+                     for j, (v, e) in enumerate(zip(ptrs, empty))]
             cmds += [LoadCmd(MEM_ENTRY, pe, entry_base[pe] + k, int(v))
                      for k, v in enumerate(pl.entries[pe])]
             entry_base[pe] += len(pl.entries[pe])

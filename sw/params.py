@@ -20,14 +20,17 @@ from amaranth.lib import data
 from .errors import ZeroskipError
 
 __all__ = ["HwParams", "ParamError", "entry_layout", "encode_entry", "decode_entry",
-           "load_layout", "MEM_CFG", "MEM_DESC", "MEM_PTR", "MEM_ENTRY", "MEM_BIAS", "MEM_RQ",
+           "load_layout", "MEM_CFG", "MEM_DESC", "MEM_PTR", "PTR_EMPTY_BIT", "MEM_ENTRY",
+           "MEM_BIAS", "MEM_RQ",
            "CFG_LAYERS", "CFG_FLAGS", "FLAG_SKIP_ZERO_ACTS", "DESC_IN", "DESC_OUT",
            "DESC_PTR_BASE", "DESC_ROW_BASE", "DESC_FLAGS", "DESC_FIELDS", "LDESC_REQUANT"]
 
 # Load commands: one write of 32-bit ``data`` into memory ``mem`` of PE ``pe`` at ``addr``.
 MEM_CFG = 0     # global registers (pe ignored): addr CFG_LAYERS, CFG_FLAGS
 MEM_DESC = 1    # layer descriptors (pe ignored): addr = layer * DESC_FIELDS + field
-MEM_PTR = 2     # per-PE column pointers (absolute entry addresses)
+MEM_PTR = 2     # per-PE column pointers (absolute entry addresses; bit PTR_EMPTY_BIT: the
+#                 column has no entries in this PE, i.e. the next pointer is the same)
+PTR_EMPTY_BIT = 31
 MEM_ENTRY = 3   # per-PE relative-index entries
 MEM_BIAS = 4    # per-PE bias, one per local row (all layers stacked)
 MEM_RQ = 5      # per-PE requantization: data = mult | shift << 16
@@ -68,6 +71,9 @@ class HwParams:
     act_depth : longest activation vector (input or output of any layer).
     max_layers : layers in one network.
     fifo_depth : depth of each PE's activation queue.
+    fin_lanes : rows each PE finalizes per cycle (1, 2 or 4); its accumulators and its
+        activation-buffer banks are split into that many banks, and it has that many
+        requantizers. A property of the hardware only: model files do not depend on it.
     """
     pes: int = 8
     index_bits: int = 6
@@ -81,6 +87,7 @@ class HwParams:
     act_depth: int = 1024
     max_layers: int = 8
     fifo_depth: int = 16
+    fin_lanes: int = 1
 
     def __post_init__(self):
         def need(cond, msg):
@@ -103,6 +110,7 @@ class HwParams:
             need(1 <= v <= 1 << 20, f"{name} must be in 1..{1 << 20}, not {v}")
         need(1 <= self.max_layers <= 255, f"max_layers must be in 1..255, not {self.max_layers}")
         need(1 <= self.fifo_depth <= 256, f"fifo_depth must be in 1..256, not {self.fifo_depth}")
+        need(self.fin_lanes in (1, 2, 4), f"fin_lanes must be 1, 2 or 4, not {self.fin_lanes}")
 
     # derived widths, used by the RTL
     @property

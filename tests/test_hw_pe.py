@@ -4,6 +4,7 @@ requantization pipeline) in the Amaranth simulator, against the integer referenc
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from amaranth.sim import Simulator
 from zeroskip.hw.pe import PE
 from zeroskip.sim.cases import random_layer
 from zeroskip.sw.pack import pack_layer
-from zeroskip.sw.params import MEM_BIAS, MEM_ENTRY, MEM_PTR, MEM_RQ, HwParams
+from zeroskip.sw.params import MEM_BIAS, MEM_ENTRY, MEM_PTR, MEM_RQ, PTR_EMPTY_BIT, HwParams
 from zeroskip.sw.ref import requantize, run_layer
 
 pytestmark = pytest.mark.sim
@@ -21,19 +22,29 @@ PARAMS = HwParams(pes=1, index_bits=3, entry_depth=2048, ptr_depth=128, row_dept
                   act_depth=64)
 
 
-def run_pe(q, x, requant_mode: bool, seed: int, idle: float = 0.3):
+def run_pe(q, x, requant_mode: bool, seed: int, idle: float = 0.3, lanes: int = 1):
     """Feed the nonzero activations of ``x`` to a PE holding layer ``q``; return its outputs
     (uint8 codes written to its bank when requantizing, else the int32 sums it keeps)."""
-    pe = PE(PARAMS, 0)
+    pe = PE(replace(PARAMS, fin_lanes=lanes), 0)
     pl = pack_layer(q, PARAMS)
     rng = random.Random(seed)
-    writes = [(MEM_PTR, j, int(v)) for j, v in enumerate(pl.ptrs[0])]
+    ptrs = [int(v) for v in pl.ptrs[0]]
+    writes = [(MEM_PTR, j, v | (j + 1 < len(ptrs) and ptrs[j + 1] == v) << PTR_EMPTY_BIT)
+              for j, v in enumerate(ptrs)]
     writes += [(MEM_ENTRY, k, int(v)) for k, v in enumerate(pl.entries[0])]
     writes += [(MEM_BIAS, r, int(q.bias[r]) & 0xFFFFFFFF) for r in range(q.out_features)]
     writes += [(MEM_RQ, r, int(q.mult[r]) | int(q.shift[r]) << 16) for r in range(q.out_features)]
     out: dict[int, int] = {}
 
     async def bench(ctx):
+        def collect():            # the lanes' writes of this cycle
+            en = ctx.get(pe.out_en)
+            for j in range(lanes):
+                if en >> j & 1:
+                    r = ctx.get(pe.out_addr) * lanes + j
+                    assert r not in out, f"row {r} written twice"
+                    out[r] = ctx.get(pe.out_data[j])
+
         for mem, addr, data in writes:
             ctx.set(pe.ld_mem, mem)
             ctx.set(pe.ld_addr, addr)
@@ -64,16 +75,14 @@ def run_pe(q, x, requant_mode: bool, seed: int, idle: float = 0.3):
             await ctx.tick()
         ctx.set(pe.scan_done, 1)
         for _ in range(20000):
-            if ctx.get(pe.out_en):
-                out[ctx.get(pe.out_addr)] = ctx.get(pe.out_data)
+            collect()
             if ctx.get(pe.fin_done):
                 break
             await ctx.tick()
         assert ctx.get(pe.fin_done) and ctx.get(pe.idle)
         for _ in range(2):          # the last rows are still in F4b/F4c
             await ctx.tick()
-            if ctx.get(pe.out_en):
-                out[ctx.get(pe.out_addr)] = ctx.get(pe.out_data)
+            collect()
         ctx.set(pe.scan_done, 0)
         if not requant_mode:      # the output layer's sums stay in the accumulators
             ctx.set(pe.ro_sel, 1)
@@ -92,19 +101,21 @@ def run_pe(q, x, requant_mode: bool, seed: int, idle: float = 0.3):
     return np.array([out[r] for r in range(q.out_features)])
 
 
+@pytest.mark.parametrize("lanes", [1, 2, 4])
 @pytest.mark.parametrize("seed", range(6))
-def test_pe_matches_reference(seed):
+def test_pe_matches_reference(seed, lanes):
     rng = np.random.default_rng(seed)
     o, i = int(rng.integers(1, 40)), int(rng.integers(1, 60))
     density = float(rng.choice([1.0, 0.5, 0.1, 0.03]))
     requant_mode = bool(seed % 2)
     q = random_layer(rng, o, i, density, requant=requant_mode, extreme=seed in (2, 3))
     x = np.where(rng.random(i) < 0.6, rng.integers(1, 256, i), 0)
-    got = run_pe(q, x, requant_mode, seed)
+    got = run_pe(q, x, requant_mode, seed, lanes=lanes)
     np.testing.assert_array_equal(got, run_layer(q, x[None, :]).numpy()[0])
 
 
-def test_requantizer_corner_cases():
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_requantizer_corner_cases(lanes):
     """Sums at the int32 edges, shifts 1..63, multipliers 1..65535, through the PE's pipeline."""
     rng = np.random.default_rng(9)
     o = 48
@@ -113,7 +124,7 @@ def test_requantizer_corner_cases():
                              rng.integers(-2**31, 2**31, o - 8)]).astype(np.int32)
     q.shift = np.resize(np.array([1, 2, 7, 8, 9, 31, 47, 48, 49, 63], dtype=np.uint8), o)
     q.mult = np.resize(np.array([1, 2, 65535, 32768, 12345], dtype=np.uint16), o)
-    got = run_pe(q, np.zeros(2, dtype=np.int64), True, seed=1, idle=0.0)
+    got = run_pe(q, np.zeros(2, dtype=np.int64), True, seed=1, idle=0.0, lanes=lanes)
     import torch
     want = requantize(torch.as_tensor(q.bias.astype(np.int64)),
                       torch.as_tensor(q.mult.astype(np.int64)),
