@@ -159,7 +159,9 @@ class PE(wiring.Component):
         L, lb = p.fin_lanes, self.lane_bits
         acc_mem = []
         for b in range(L):
-            mem = Memory(shape=acc_shape, depth=(self.rows + L - 1) // L, init=[])
+            # block RAM even when small: a LUT RAM's read would sit behind the row adder
+            mem = Memory(shape=acc_shape, depth=(self.rows + L - 1) // L, init=[],
+                         attrs={"ram_style": "block"})
             m.submodules[f"acc_mem{b}" if L > 1 else "acc_mem"] = mem
             acc_mem.append(mem)
 
@@ -348,10 +350,11 @@ class PE(wiring.Component):
         fin_final = Signal()
         fin_lv = Signal(L)
         step = L * p.pes
-        # drained = (pending == 0) & ~s2_has & ~v3 & ~v3r & ~v4, as a register computed a
-        # cycle ahead: no issue now (so S2 stays empty), no credit out after this cycle, and
-        # what is in S3a/S3 now will be in S3/S4 next
-        m.d.sync += drained.eq(~s2_has & ~jq_pop & (pending_next == 0) & ~v3 & ~v3r)
+        # drained = (pending == 0) & ~s2_has & ~v3: nothing left to issue and nothing in S3a;
+        # the entries still in S3/S4 write in the next two cycles, after F0's read, and F1a
+        # takes those writes from the forwarding registers. A register computed a cycle ahead:
+        # no issue now (so S2 stays empty and S3a will be), no credit out after this cycle.
+        m.d.sync += drained.eq(~s2_has & ~jq_pop & (pending_next == 0))
         m.d.comb += fin_go.eq(armed & self.scan_done & drained)
         with m.If(self.fin_arm):
             m.d.sync += armed.eq(1)
@@ -394,6 +397,14 @@ class PE(wiring.Component):
         sum2 = []
         q4 = []
         for j in range(L):
+            # the last accumulations can be written as F0 reads (w2) or a cycle later (w1):
+            # the hits are decided in F1, the values taken from the forwarding registers
+            hit_a = Signal(reset_less=True, name=f"fin_hit1_{j}")
+            hit_b = Signal(reset_less=True, name=f"fin_hit2_{j}")
+            l1_row = Signal(self.row_bits, name=f"fin_row1_{j}")
+            m.d.comb += l1_row.eq(l1 | j)          # l1 is a multiple of L
+            m.d.sync += [hit_a.eq(v5 & (row5 == l1_row)),
+                         hit_b.eq(w1_valid & (w1_row == l1_row))]
             acc1a = Signal(acc_shape, reset_less=True, name=f"acc1a_{j}")
             bias1a = Signal(acc_shape, reset_less=True, name=f"bias1a_{j}")
             rq1a = Signal(p.mult_bits + p.shift_bits, reset_less=True, name=f"rq1a_{j}")
@@ -405,7 +416,8 @@ class PE(wiring.Component):
             s2 = Signal(acc_shape, reset_less=True, name=f"sum2_{j}")
             mult2 = Signal(p.mult_bits, reset_less=True, name=f"mult2_{j}")
             sh2 = Signal(p.shift_bits, reset_less=True, name=f"sh2_{j}")
-            m.d.sync += [s2.eq(acc1a + bias1a), mult2.eq(rq1a[:p.mult_bits]),
+            m.d.sync += [s2.eq(Mux(hit_a, fwd1, Mux(hit_b, fwd2, acc1a)) + bias1a),
+                         mult2.eq(rq1a[:p.mult_bits]),
                          sh2.eq(rq1a[p.mult_bits:] - 1)]
             sum2.append(s2)
             # F2p: two partial products, each one hardware multiplier with a registered
@@ -477,10 +489,11 @@ class PE(wiring.Component):
                 m.d.comb += rp.addr.eq(row_addr)
             with m.If(v5 & (row5_bank == b)):
                 m.d.comb += [wp.addr.eq(row5_addr), wp.data.eq(mac_sum), wp.en.eq(1)]
-            with m.Elif(fv1[b] & ~fin_last):
-                m.d.comb += [wp.addr.eq(bank_of(l1)[1]), wp.data.eq(0), wp.en.eq(1)]
-            with m.Elif(fv2[b] & fin_last & ~fin_requant):      # output layer, int32: the sum
-                m.d.comb += [wp.addr.eq(bank_of(l2)[1]), wp.data.eq(sum2[b]), wp.en.eq(1)]
+            with m.Elif(fv2[b] & ~(fin_last & fin_requant)):
+                # F2, when no accumulation can be in flight: clear the row, or (output layer,
+                # int32) keep its sum for the read-out
+                m.d.comb += [wp.addr.eq(bank_of(l2)[1]), wp.data.eq(Mux(fin_last, sum2[b], 0)),
+                             wp.en.eq(1)]
             with m.Elif(fv4[b] & fin_last & fin_requant):       # output layer, requantized
                 m.d.comb += [wp.addr.eq(bank_of(l4)[1]), wp.data.eq(q4[b]), wp.en.eq(1)]
             with m.Elif(self.ro_clr_en & (clr_bank == b)):

@@ -26,8 +26,8 @@ __all__ = ["LayerCycles", "predict_layer", "predict", "useful_macs", "dense_macs
 SCAN_LATENCY = 1      # bank read -> broadcast register
 POINTER_LATENCY = 2   # taken from the broadcast -> pointers registered (dropped or queued)
 QUEUE_LATENCY = 1     # written into the job queue -> visible at its output (fall-through FIFO)
-DRAIN = 3             # S2 free after its last entry -> drained (the PE starts finalizing; its
-#                       F0 reads the row the next cycle, after the last accumulation's write)
+DRAIN = 1             # S2 free after its last entry -> drained (the PE starts finalizing; the
+#                       last two accumulations are forwarded into F1a)
 DROP_DRAIN = 1        # last column dropped (its credit back) -> drained
 SCAN_DONE = 1         # scanner done -> the registered scan-done seen by the PEs
 FINAL_LATENCY = 8     # F0 of the last row -> the last counted cycle (F4c's write of that row)
@@ -75,6 +75,7 @@ def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True) -
     a_time = 2                      # the cycle row 0 is in the read register (stage R)
     b_free = 0                      # the cycle the row register (stage B) can load a row
     push_prev = -10
+    scan_end = 0                    # the scanner is done (nothing in A, R, B or broadcast)
     t = 0
     k = 0
 
@@ -86,6 +87,7 @@ def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True) -
         if k >= len(cols) or row_of[k] != r:
             load = max(a_time, b_free)                 # nothing to emit: one cycle in B
             b_free = a_time = load + 1
+            scan_end = max(scan_end, load + 2)         # B empty again
             continue
         load = max(a_time, b_free)                     # R -> B
         t = load + 1
@@ -112,10 +114,9 @@ def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True) -
             k += 1
         b_free = t - 1                                 # B loads again as it emits its last
         a_time = load + 1
-    t = max(t, a_time)
     # every PE finalizes by itself once the scanner is done and it has drained: one row a
     # cycle from F0 (the cycle after it starts), the sequencer sees it done FINAL_LATENCY later
-    scan_done = max(t, push_prev + 1) + SCAN_DONE
+    scan_done = max(scan_end, push_prev + 1) + SCAN_DONE
     rows_q = [local_rows(pl.q.out_features, P, q) for q in range(P)]
     finish = []
     for q in range(P):
