@@ -247,6 +247,22 @@ def parse_critical_path(log: str) -> dict | None:
     }
 
 
+#: Memories whose read ports never use the data read in a cycle that also writes the same
+#: address (the accelerator forwards or ignores it: docs/boards.md): yosys is told that data is
+#: undefined, so it adds no read-during-write logic behind their block RAMs.
+COLLISION_FREE_MEMORIES = ("*ptr_mem", "*entry_mem", "*bias_mem", "*rq_mem", "*acc_mem*",
+                           "*act0_*", "*act1_*")
+
+
+def collision_free_script() -> str:
+    """Yosys commands (run after reading the design; one line, ``;``-separated) marking the
+    read ports of :data:`COLLISION_FREE_MEMORIES` as undefined on a same-cycle write (each of
+    these memories has one write port)."""
+    return "; ".join(["memory_unpack"] + [
+        f"setparam -set COLLISION_X_MASK 1'1 t:$memrd_v2 r:MEMID={pat} %i"
+        for pat in COLLISION_FREE_MEMORIES])
+
+
 def build_board(
     board: str | Board,
     top_factory: Callable[[str], tuple[Elaboratable, dict]] | None = None,
@@ -277,6 +293,7 @@ def build_board(
     report_file = "nextpnr-report.json"
     overrides = {
         "synth_opts": list(spec.synth_opts),
+        "script_after_read": collision_free_script(),
         # Timing is checked below, after the report is written, with a clear message.
         "nextpnr_opts": [*spec.nextpnr_opts, "--report", report_file, "--timing-allow-fail"],
     }

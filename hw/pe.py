@@ -10,8 +10,9 @@ int32 sum for the output layer) and writes the result.
 Pipeline (one entry per cycle, no bubbles between columns)::
 
     P1  pointer read     ptr[j], ptr[j+1] read as the column is taken from the broadcast
-    P2  pointer register empty columns are dropped here; nonempty ones are queued as
-                         (start, end, a) in a FIFO; ``fifo_depth`` credits cover P1, P2 and it
+    P2  pointer register empty columns (a flag in the pointer word) are dropped here; nonempty
+                         ones are queued as (start, entries - 2, a); ``fifo_depth`` credits
+                         cover P1, P2 and the queue (a head register in front of a FIFO)
     S2  entry issue      entry address = the current column's next entry, or the queue head's
     S3a entry register   the entry memory's output is registered
     S3  decode           row = delta (first of column) or row + delta + 1; acc[row] read; w * a
@@ -19,14 +20,15 @@ Pipeline (one entry per cycle, no bubbles between columns)::
     S5  accumulate       acc[row] += w * a (the two writes ahead of an entry's read are
                          forwarded; rows can only repeat across a column boundary)
 
-Finalization pipeline (one row per cycle), started by each PE as soon as it has drained after
-the scanner's last column: F0 read acc/bias/rq, F1 clear acc, F1a register the memories'
-outputs and sum = acc + bias, F2 register sum and S - 1, F2p two partial products of sum * M,
-F3 their sum, F4a shift by 8*((S-1)//8), F4b shift by (S-1)%8, F4c round and clamp:
-``(p + 2**(S-1)) >> S == ((p >> (S-1)) + 1) >> 1``, then write (activation bank, or acc for the
-output layer, which the read-out then streams and clears). An output layer
-without requantization writes its int32 sums back into acc at F2 (nothing wider than the shift
-amount travels down the pipeline).
+Finalization, ``fin_lanes`` (L) rows a cycle (the accumulators are L banks, row % L), started
+by each PE once the scanner is done and nothing is left to issue: F0 read acc/bias/rq, F1 (the
+memories' outputs), F1a register them and the hits of the last two accumulations (still in
+flight at F0), F2 sum = acc + bias (forwarded acc), S - 1, and clear acc, F2p two partial
+products of sum * M, F3 their sum, F4a shift by 8*((S-1)//8), F4b shift by (S-1)%8, F4c round
+and clamp: ``(p + 2**(S-1)) >> S == ((p >> (S-1)) + 1) >> 1``, then write (activation bank, or
+acc for the output layer, which the read-out then streams and clears). An output layer without
+requantization writes its int32 sums back into acc at F2 (nothing wider than the shift amount
+travels down the pipeline).
 """
 
 from __future__ import annotations
@@ -220,10 +222,11 @@ class PE(wiring.Component):
         rem_shape = signed(p.entry_addr_bits + 2)
         job = data.StructLayout({"start": unsigned(p.entry_addr_bits), "rem": rem_shape,
                                  "act": unsigned(8)})
-        # The job queue: a head register in front of a small FIFO. A column written while the
-        # head is free (or being popped) and the FIFO empty goes straight into the head, so it
-        # can be issued the next cycle; the head is a register, so the entry memory's address
-        # comes from registers only. It never holds more than ``depth`` (the credits).
+        # The job queue: a head register in front of a small FIFO. A column from P2 goes
+        # straight to the entry stage if that is free and the head empty, else into the head
+        # if it is free (or being popped) and the FIFO empty, else into the FIFO; the entry
+        # memory's address comes from registers only (S2's, the head's or P2's). It never
+        # holds more than ``depth`` columns (the credits).
         m.submodules.queue = queue = fifo.SyncFIFO(width=job.size, depth=max(1, depth - 1))
         p2_rem = Signal(rem_shape)
         q_w_en = Signal()
@@ -235,12 +238,13 @@ class PE(wiring.Component):
         head_valid = Signal()
         head_data = Signal(job.size, reset_less=True)
         head_pop = Signal()          # the entry stage takes the head this cycle
+        bypass = Signal()            # the entry stage takes P2's column this cycle
         head = data.View(job, head_data)
         with m.If(~head_valid | head_pop):
             with m.If(queue.r_rdy):
                 m.d.comb += [queue.r_en.eq(1), queue.w_en.eq(q_w_en)]
                 m.d.sync += [head_data.eq(queue.r_data), head_valid.eq(1)]
-            with m.Elif(q_w_en):
+            with m.Elif(q_w_en & ~bypass):
                 m.d.sync += [head_data.eq(q_w_data), head_valid.eq(1)]
             with m.Else():
                 m.d.sync += head_valid.eq(0)
@@ -257,7 +261,7 @@ class PE(wiring.Component):
         # a dropped column returns its credit a cycle later (drop is registered: the empty
         # compare stays out of the credit path)
         m.d.sync += drop.eq(p2_valid & p2_empty)
-        m.d.comb += [pop.eq(head_pop),
+        m.d.comb += [pop.eq(head_pop | bypass),
                      pending_next.eq(pending + take - drop - pop)]
         m.d.sync += [pending.eq(pending_next), ready.eq(pending_next < depth)]
         m.d.comb += self.col.ready.eq(ready)
@@ -269,18 +273,26 @@ class PE(wiring.Component):
         s2_act = Signal(8, reset_less=True)
         s2_has = Signal()
         jq_pop = Signal()
+        # the next column: the head's, or P2's
+        nxt_start = Signal(p.entry_addr_bits)
+        nxt_rem = Signal(rem_shape)
+        nxt_act = Signal(8)
         m.d.comb += [s2_has.eq(~s2_left[-1]),
-                     jq_pop.eq(head_valid & ~s2_has),
-                     head_pop.eq(jq_pop)]
+                     head_pop.eq(head_valid & ~s2_has),
+                     bypass.eq(~head_valid & ~s2_has & q_w_en),
+                     jq_pop.eq(head_pop | bypass),
+                     nxt_start.eq(Mux(head_valid, head.start, p2_start)),
+                     nxt_rem.eq(Mux(head_valid, head.rem, p2_rem)),
+                     nxt_act.eq(Mux(head_valid, head.act, p2_act))]
         v3 = Signal()
         a3 = Signal(8, reset_less=True)
         first3 = Signal(reset_less=True)
-        m.d.comb += ent.addr.eq(Mux(s2_has, s2_cur, head.start))
+        m.d.comb += ent.addr.eq(Mux(s2_has, s2_cur, nxt_start))
         with m.If(s2_has):
             m.d.sync += [s2_cur.eq(s2_cur + 1), s2_left.eq(s2_left - 1)]
         with m.Elif(jq_pop):
-            m.d.sync += [s2_cur.eq(head.start + 1), s2_left.eq(head.rem), s2_act.eq(head.act)]
-        m.d.sync += [v3.eq(s2_has | jq_pop), a3.eq(Mux(s2_has, s2_act, head.act)),
+            m.d.sync += [s2_cur.eq(nxt_start + 1), s2_left.eq(nxt_rem), s2_act.eq(nxt_act)]
+        m.d.sync += [v3.eq(s2_has | jq_pop), a3.eq(Mux(s2_has, s2_act, nxt_act)),
                      first3.eq(jq_pop)]
         m.d.comb += self.issue.eq(s2_has | jq_pop)
 

@@ -25,7 +25,7 @@ __all__ = ["LayerCycles", "predict_layer", "predict", "useful_macs", "dense_macs
 # pipeline constants of the RTL (hw/accel.py, hw/pe.py)
 SCAN_LATENCY = 1      # bank read -> broadcast register
 POINTER_LATENCY = 2   # taken from the broadcast -> pointers registered (dropped or queued)
-QUEUE_LATENCY = 1     # written into the job queue -> visible at its output (fall-through FIFO)
+QUEUE_LATENCY = 0     # pointers registered (P2) -> issued, when the entry stage is free
 DRAIN = 1             # S2 free after its last entry -> drained (the PE starts finalizing; the
 #                       last two accumulations are forwarded into F1a)
 DROP_DRAIN = 1        # last column dropped (its credit back) -> drained
