@@ -36,7 +36,7 @@ BOARD_PARAMS: dict[str, HwParams] = {
     # a huge bias can overflow them, and the packer refuses such a model with a clear error.
     "icebreaker": HwParams(pes=2, index_bits=6, acc_width=24, entry_depth=1024, ptr_depth=256,
                            row_depth=256, act_depth=256, max_layers=4, fifo_depth=4,
-                           fin_lanes=1),
+                           fin_lanes=1, acc_read_mux=1),
     # 8 PEs: the largest PE count measured to meet 100 MHz (8: 101.7 MHz, 12: 91.1, 20 fits
     # the FPGA but reaches ~58 after placement; docs/boards.md). About 9 DP16KD per PE (entries
     # 2, pointers 2 x 2, bias, requant, accumulators), 3 MULT18X18D per PE; 16K entries in all.

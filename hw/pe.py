@@ -322,22 +322,37 @@ class PE(wiring.Component):
         prod5 = Signal(signed(p.weight_bits + 9), reset_less=True)
         acc5 = [Signal(acc_shape, reset_less=True, name=f"acc5_{b}") for b in range(L)]
         m.d.sync += [v5.eq(v4), row5.eq(row4), prod5.eq(prod4)]
-        m.d.sync += [acc5[b].eq(acc_rp[b].data) for b in range(L)]
         # read-after-write forwarding: an entry's read (S3) misses the writes of the two entries
         # ahead of it (S5 in the same cycle and the next); rows increase strictly within a
         # column, so they can only hit across a column boundary. The hits are decided in S4,
-        # the values taken from the last two writes in S5.
+        # the values taken from the last two writes in S5. S4 encodes the choice among the
+        # two forwarded values and the L banks' read data as one registered select, so S5
+        # has a single multiplexer level before its adder.
         w1_valid = Signal()                    # S5's write one cycle ago
         w1_row = Signal(self.row_bits, reset_less=True)
         fwd1 = Signal(acc_shape, reset_less=True)
         fwd2 = Signal(acc_shape, reset_less=True)
-        hit1 = Signal(reset_less=True)
-        hit2 = Signal(reset_less=True)
+        hit_now = Signal()       # the write one cycle ago (fwd1 now) is this entry's row
+        m.d.comb += hit_now.eq(w1_valid & (w1_row == row4))
+        if p.acc_read_mux:
+            # S4 resolves the write two entries ahead itself (fwd1 now is fwd2 in S5)
+            m.d.sync += [acc5[b].eq(Mux(hit_now, fwd1, acc_rp[b].data)) for b in range(L)]
+            sources = [fwd1, *acc5]
+            src_mem = 1
+        else:
+            m.d.sync += [acc5[b].eq(acc_rp[b].data) for b in range(L)]
+            sources = [fwd1, fwd2, *acc5]
+            src_mem = 2
+        src5 = Signal(range(len(sources)), reset_less=True)
+        with m.If(v5 & (row5 == row4)):
+            m.d.sync += src5.eq(0)
+        with m.Elif(hit_now if not p.acc_read_mux else 0):
+            m.d.sync += src5.eq(1)
+        with m.Else():
+            m.d.sync += src5.eq(src_mem + bank_of(row4)[0])
         mac_sum = Signal(acc_shape)
-        m.d.comb += mac_sum.eq(Mux(hit1, fwd1, Mux(hit2, fwd2, Array(acc5)[bank_of(row5)[0]]))
-                               + prod5)
-        m.d.sync += [w1_valid.eq(v5), w1_row.eq(row5), fwd1.eq(mac_sum), fwd2.eq(fwd1),
-                     hit1.eq(v5 & (row5 == row4)), hit2.eq(w1_valid & (w1_row == row4))]
+        m.d.comb += mac_sum.eq(Array(sources)[src5] + prod5)
+        m.d.sync += [w1_valid.eq(v5), w1_row.eq(row5), fwd1.eq(mac_sum), fwd2.eq(fwd1)]
 
         # ---- S5: accumulate (write port shared with finalization and read-out, see below)
         m.d.comb += self.idle.eq((pending == 0) & ~s2_has & ~v3 & ~v3r & ~v4 & ~v5)
@@ -411,12 +426,11 @@ class PE(wiring.Component):
         for j in range(L):
             # the last accumulations can be written as F0 reads (w2) or a cycle later (w1):
             # the hits are decided in F1, the values taken from the forwarding registers
-            hit_a = Signal(reset_less=True, name=f"fin_hit1_{j}")
-            hit_b = Signal(reset_less=True, name=f"fin_hit2_{j}")
             l1_row = Signal(self.row_bits, name=f"fin_row1_{j}")
             m.d.comb += l1_row.eq(l1 | j)          # l1 is a multiple of L
-            m.d.sync += [hit_a.eq(v5 & (row5 == l1_row)),
-                         hit_b.eq(w1_valid & (w1_row == l1_row))]
+            src1a = Signal(2, reset_less=True, name=f"fin_src_{j}")   # fwd1, fwd2, memory
+            m.d.sync += src1a.eq(Mux(v5 & (row5 == l1_row), 0,
+                                     Mux(w1_valid & (w1_row == l1_row), 1, 2)))
             acc1a = Signal(acc_shape, reset_less=True, name=f"acc1a_{j}")
             bias1a = Signal(acc_shape, reset_less=True, name=f"bias1a_{j}")
             rq1a = Signal(p.mult_bits + p.shift_bits, reset_less=True, name=f"rq1a_{j}")
@@ -428,7 +442,7 @@ class PE(wiring.Component):
             s2 = Signal(acc_shape, reset_less=True, name=f"sum2_{j}")
             mult2 = Signal(p.mult_bits, reset_less=True, name=f"mult2_{j}")
             sh2 = Signal(p.shift_bits, reset_less=True, name=f"sh2_{j}")
-            m.d.sync += [s2.eq(Mux(hit_a, fwd1, Mux(hit_b, fwd2, acc1a)) + bias1a),
+            m.d.sync += [s2.eq(Array([fwd1, fwd2, acc1a])[src1a] + bias1a),
                          mult2.eq(rq1a[:p.mult_bits]),
                          sh2.eq(rq1a[p.mult_bits:] - 1)]
             sum2.append(s2)

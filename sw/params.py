@@ -74,6 +74,10 @@ class HwParams:
     fin_lanes : rows each PE finalizes per cycle (1, 2 or 4); its accumulators and its
         activation-buffer banks are split into that many banks, and it has that many
         requantizers. A property of the hardware only: model files do not depend on it.
+    acc_read_mux : 1: the accumulator read register (S4) already takes the write two entries
+        ahead (a multiplexer behind the accumulator memory's output, so the accumulate stage
+        has one multiplexer level less): right for the iCE40; 0 (default) keeps every memory
+        output straight into a register, as an ECP5 block RAM needs at 100 MHz. Hardware only.
     """
     pes: int = 8
     index_bits: int = 6
@@ -87,7 +91,8 @@ class HwParams:
     act_depth: int = 1024
     max_layers: int = 8
     fifo_depth: int = 16
-    fin_lanes: int = 1
+    fin_lanes: int = 2
+    acc_read_mux: int = 0
 
     def __post_init__(self):
         def need(cond, msg):
@@ -111,6 +116,7 @@ class HwParams:
         need(1 <= self.max_layers <= 255, f"max_layers must be in 1..255, not {self.max_layers}")
         need(1 <= self.fifo_depth <= 256, f"fifo_depth must be in 1..256, not {self.fifo_depth}")
         need(self.fin_lanes in (1, 2, 4), f"fin_lanes must be 1, 2 or 4, not {self.fin_lanes}")
+        need(self.acc_read_mux in (0, 1), f"acc_read_mux must be 0 or 1, not {self.acc_read_mux}")
 
     # derived widths, used by the RTL
     @property

@@ -22,10 +22,11 @@ PARAMS = HwParams(pes=1, index_bits=3, entry_depth=2048, ptr_depth=128, row_dept
                   act_depth=64)
 
 
-def run_pe(q, x, requant_mode: bool, seed: int, idle: float = 0.3, lanes: int = 1):
+def run_pe(q, x, requant_mode: bool, seed: int, idle: float = 0.3, lanes: int = 1,
+           read_mux: int = 0):
     """Feed the nonzero activations of ``x`` to a PE holding layer ``q``; return its outputs
     (uint8 codes written to its bank when requantizing, else the int32 sums it keeps)."""
-    pe = PE(replace(PARAMS, fin_lanes=lanes), 0)
+    pe = PE(replace(PARAMS, fin_lanes=lanes, acc_read_mux=read_mux), 0)
     pl = pack_layer(q, PARAMS)
     rng = random.Random(seed)
     ptrs = [int(v) for v in pl.ptrs[0]]
@@ -101,16 +102,16 @@ def run_pe(q, x, requant_mode: bool, seed: int, idle: float = 0.3, lanes: int = 
     return np.array([out[r] for r in range(q.out_features)])
 
 
-@pytest.mark.parametrize("lanes", [1, 2, 4])
+@pytest.mark.parametrize("lanes,read_mux", [(1, 0), (2, 0), (4, 0), (1, 1), (2, 1)])
 @pytest.mark.parametrize("seed", range(6))
-def test_pe_matches_reference(seed, lanes):
+def test_pe_matches_reference(seed, lanes, read_mux):
     rng = np.random.default_rng(seed)
     o, i = int(rng.integers(1, 40)), int(rng.integers(1, 60))
     density = float(rng.choice([1.0, 0.5, 0.1, 0.03]))
     requant_mode = bool(seed % 2)
     q = random_layer(rng, o, i, density, requant=requant_mode, extreme=seed in (2, 3))
     x = np.where(rng.random(i) < 0.6, rng.integers(1, 256, i), 0)
-    got = run_pe(q, x, requant_mode, seed, lanes=lanes)
+    got = run_pe(q, x, requant_mode, seed, lanes=lanes, read_mux=read_mux)
     np.testing.assert_array_equal(got, run_layer(q, x[None, :]).numpy()[0])
 
 
