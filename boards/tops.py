@@ -31,17 +31,20 @@ DEFAULT_BAUD = 115200
 #: Accelerator parameters per board.
 BOARD_PARAMS: dict[str, HwParams] = {
     # 2 PEs: 3 SB_MAC16 per PE (MAC + requantization), 28 of 30 EBR (ptr_mem has two read
-    # ports, so it is stored twice), about 4700 of 5280 LCs.
+    # ports, so it is stored twice), about 4100 of 5280 LCs. One finalization lane (a second
+    # needs a second requantizer: 2 more SB_MAC16 per PE, and twice the accumulator EBR).
+    # mem_out_logic: the iCE40's block RAM outputs may drive a little logic at 40 MHz.
     # 24-bit accumulators: with at most 256 inputs per layer, 256 * 128 * 255 < 2**23, so only
     # a huge bias can overflow them, and the packer refuses such a model with a clear error.
     "icebreaker": HwParams(pes=2, index_bits=6, acc_width=24, entry_depth=1024, ptr_depth=256,
                            row_depth=256, act_depth=256, max_layers=4, fifo_depth=4,
-                           fin_lanes=1, acc_read_mux=1),
-    # 8 PEs: the largest PE count measured to meet 100 MHz (8: 101.7 MHz, 12: 91.1, 20 fits
-    # the FPGA but reaches ~58 after placement; docs/boards.md). About 9 DP16KD per PE (entries
-    # 2, pointers 2 x 2, bias, requant, accumulators), 3 MULT18X18D per PE; 16K entries in all.
+                           fin_lanes=1, mem_out_logic=1),
+    # 8 PEs, one finalization lane: the largest configuration measured to meet 100 MHz (8 PEs:
+    # 104.5 MHz; 8 PEs with fin_lanes=2: 92-93; 12 PEs: 89.5; 20 fits the FPGA but reaches ~58
+    # after placement; docs/boards.md). About 9 DP16KD per PE (entries 2, pointers 2 x 2,
+    # bias, requant, accumulators), 3 MULT18X18D per PE; 16K entries in all.
     "ulx3s": HwParams(pes=8, index_bits=6, entry_depth=2048, ptr_depth=2048, row_depth=256,
-                      act_depth=1024, max_layers=8, fifo_depth=8, fin_lanes=2),
+                      act_depth=1024, max_layers=8, fifo_depth=8, fin_lanes=1),
 }
 
 #: Performance counter width per board (narrower counters save logic on the iCE40).

@@ -229,10 +229,13 @@ class PE(wiring.Component):
         # holds more than ``depth`` columns (the credits).
         m.submodules.queue = queue = fifo.SyncFIFO(width=job.size, depth=max(1, depth - 1))
         p2_rem = Signal(rem_shape)
+        if p.mem_out_logic:      # the difference is registered with the pointers
+            m.d.sync += p2_rem.eq(ptr1.data[:-1] - ptr0.data[:-1] - 2)
+        else:
+            m.d.comb += p2_rem.eq(p2_end - p2_start - 2)
         q_w_en = Signal()
         q_w_data = Signal(job.size)
-        m.d.comb += [p2_rem.eq(p2_end - p2_start - 2),
-                     q_w_en.eq(p2_valid & ~p2_empty),
+        m.d.comb += [q_w_en.eq(p2_valid & ~p2_empty),
                      q_w_data.eq(Cat(p2_start, p2_rem, p2_act)),
                      queue.w_data.eq(q_w_data)]
         head_valid = Signal()
@@ -334,7 +337,7 @@ class PE(wiring.Component):
         fwd2 = Signal(acc_shape, reset_less=True)
         hit_now = Signal()       # the write one cycle ago (fwd1 now) is this entry's row
         m.d.comb += hit_now.eq(w1_valid & (w1_row == row4))
-        if p.acc_read_mux:
+        if p.mem_out_logic:
             # S4 resolves the write two entries ahead itself (fwd1 now is fwd2 in S5)
             m.d.sync += [acc5[b].eq(Mux(hit_now, fwd1, acc_rp[b].data)) for b in range(L)]
             sources = [fwd1, *acc5]
@@ -346,7 +349,7 @@ class PE(wiring.Component):
         src5 = Signal(range(len(sources)), reset_less=True)
         with m.If(v5 & (row5 == row4)):
             m.d.sync += src5.eq(0)
-        with m.Elif(hit_now if not p.acc_read_mux else 0):
+        with m.Elif(hit_now if not p.mem_out_logic else 0):
             m.d.sync += src5.eq(1)
         with m.Else():
             m.d.sync += src5.eq(src_mem + bank_of(row4)[0])

@@ -74,10 +74,12 @@ class HwParams:
     fin_lanes : rows each PE finalizes per cycle (1, 2 or 4); its accumulators and its
         activation-buffer banks are split into that many banks, and it has that many
         requantizers. A property of the hardware only: model files do not depend on it.
-    acc_read_mux : 1: the accumulator read register (S4) already takes the write two entries
-        ahead (a multiplexer behind the accumulator memory's output, so the accumulate stage
-        has one multiplexer level less): right for the iCE40; 0 (default) keeps every memory
-        output straight into a register, as an ECP5 block RAM needs at 100 MHz. Hardware only.
+    mem_out_logic : 1: a few memory outputs drive logic before their register: the pointer
+        pair's difference is taken as it is registered (P2), and the accumulator read register
+        (S4) already takes the write two entries ahead (one multiplexer level less in the
+        accumulate stage). Right for the iCE40, whose block RAM outputs are quick for its
+        clock; 0 (default) keeps every memory output straight into a register, as an ECP5
+        block RAM needs at 100 MHz. Hardware only.
     """
     pes: int = 8
     index_bits: int = 6
@@ -92,7 +94,7 @@ class HwParams:
     max_layers: int = 8
     fifo_depth: int = 16
     fin_lanes: int = 2
-    acc_read_mux: int = 0
+    mem_out_logic: int = 0
 
     def __post_init__(self):
         def need(cond, msg):
@@ -116,7 +118,8 @@ class HwParams:
         need(1 <= self.max_layers <= 255, f"max_layers must be in 1..255, not {self.max_layers}")
         need(1 <= self.fifo_depth <= 256, f"fifo_depth must be in 1..256, not {self.fifo_depth}")
         need(self.fin_lanes in (1, 2, 4), f"fin_lanes must be 1, 2 or 4, not {self.fin_lanes}")
-        need(self.acc_read_mux in (0, 1), f"acc_read_mux must be 0 or 1, not {self.acc_read_mux}")
+        need(self.mem_out_logic in (0, 1),
+             f"mem_out_logic must be 0 or 1, not {self.mem_out_logic}")
 
     # derived widths, used by the RTL
     @property

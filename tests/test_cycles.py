@@ -40,7 +40,7 @@ def test_cycle_model_small_random_cases():
         params = HwParams(pes=pes, act_depth=64, row_depth=64, entry_depth=2048, ptr_depth=256,
                           fin_lanes=int(rng.choice([1, 2, 4])),
                           fifo_depth=int(rng.choice([1, 2, 4])),
-                          acc_read_mux=int(rng.integers(0, 2)))
+                          mem_out_logic=int(rng.integers(0, 2)))
         sizes = [int(rng.integers(1, 14)) for _ in range(int(rng.integers(2, 4)))]
         pm = pack_model(random_model(rng, sizes, float(rng.choice([0.05, 0.2, 0.5, 1.0]))),
                         params)

@@ -26,7 +26,7 @@ def run_pe(q, x, requant_mode: bool, seed: int, idle: float = 0.3, lanes: int = 
            read_mux: int = 0):
     """Feed the nonzero activations of ``x`` to a PE holding layer ``q``; return its outputs
     (uint8 codes written to its bank when requantizing, else the int32 sums it keeps)."""
-    pe = PE(replace(PARAMS, fin_lanes=lanes, acc_read_mux=read_mux), 0)
+    pe = PE(replace(PARAMS, fin_lanes=lanes, mem_out_logic=read_mux), 0)
     pl = pack_layer(q, PARAMS)
     rng = random.Random(seed)
     ptrs = [int(v) for v in pl.ptrs[0]]

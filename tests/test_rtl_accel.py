@@ -24,7 +24,7 @@ pytestmark = pytest.mark.sim
 
 CONFIGS = {
     "1pe": HwParams(pes=1, index_bits=4, entry_depth=1 << 18, ptr_depth=2048, row_depth=1024,
-                    act_depth=1024, max_layers=4, fifo_depth=2, fin_lanes=1, acc_read_mux=1),
+                    act_depth=1024, max_layers=4, fifo_depth=2, fin_lanes=1, mem_out_logic=1),
     "8pe": HwParams(),      # 2 finalization lanes, every memory output into a register
 }
 STRESS = [(0.0, 0.0), (0.3, 0.5)]
