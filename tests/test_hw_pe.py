@@ -23,7 +23,7 @@ PARAMS = HwParams(pes=1, index_bits=3, entry_depth=2048, ptr_depth=128, row_dept
 
 
 def run_pe(q, x, requant_mode: bool, seed: int, idle: float = 0.3, lanes: int = 1,
-           read_mux: int = 0):
+           read_mux: int = 0):  # read_mux: HwParams.mem_out_logic
     """Feed the nonzero activations of ``x`` to a PE holding layer ``q``; return its outputs
     (uint8 codes written to its bank when requantizing, else the int32 sums it keeps)."""
     pe = PE(replace(PARAMS, fin_lanes=lanes, mem_out_logic=read_mux), 0)
@@ -131,3 +131,18 @@ def test_requantizer_corner_cases(lanes):
                       torch.as_tensor(q.mult.astype(np.int64)),
                       torch.as_tensor(q.shift.astype(np.int64))).numpy()
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4])
+@pytest.mark.parametrize("lanes,mem_logic", [(1, 0), (1, 1), (2, 0)])
+def test_pe_forwarding_every_distance(rows, lanes, mem_logic):
+    """Dense columns of 1-4 rows with every activation nonzero: each entry's row was written
+    by the entry 1, 2, 3 or 4 places ahead, so every forwarding path (and the memory read
+    behind them) is taken, back to back; without idle cycles, then with random ones."""
+    rng = np.random.default_rng(rows)
+    q = random_layer(rng, rows, 40, 1.0, requant=False, extreme=True)
+    x = rng.integers(1, 256, 40)
+    want = run_layer(q, x[None, :]).numpy()[0]
+    for idle in (0.0, 0.3):
+        got = run_pe(q, x, False, seed=rows, idle=idle, lanes=lanes, read_mux=mem_logic)
+        np.testing.assert_array_equal(got, want)
