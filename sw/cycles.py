@@ -4,10 +4,12 @@ The model follows the micro-architecture of ``docs/hardware.md`` column by colum
 reads rows of ``pes`` activations and broadcasts each nonzero one (every one, with skipping off)
 to all PEs, one per cycle, waiting while any PE is out of credits; each PE fetches the column's
 pointers as it takes it, drops empty columns there, queues nonempty ones, and issues one entry
-per cycle from its entry stage, back to back across columns. After the last PE drains, every PE
-finalizes its rows (one per cycle, pipelined). It is an event model, not a simulation of every
-signal: constants for pipeline latencies were read off the RTL and are checked against it by the
-tests and ``nox -s bench``.
+per cycle from its entry stage, back to back across columns. Each PE finalizes its rows
+(``fin_lanes`` a cycle, pipelined) as soon as the scanner is done and it has nothing left to
+issue; the layer ends when the last PE's last rows are written. It is an event model, not a
+simulation of every signal: the constants for the pipeline latencies were read off the RTL, and
+the tests (``tests/test_cycles.py``) and ``nox -s bench`` check that it equals the RTL's cycle
+counter.
 """
 
 from __future__ import annotations
