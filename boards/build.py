@@ -203,7 +203,8 @@ def parse_nextpnr_report(report: dict, family: str) -> dict:
         "brams": used(*bram_bels),
         "brams_available": available(*bram_bels),
         # rounded down, so a reported value at the target is one that meets it
-        "fmax_mhz": math.floor(sync_fmax * 100) / 100 if sync_fmax is not None else None,
+        "fmax_mhz": (math.floor(round(sync_fmax * 100, 6)) / 100
+                     if sync_fmax is not None else None),
         "fmax_mhz_exact": sync_fmax,
         "clocks": clocks,
         "utilization": {k: v for k, v in util.items() if v.get("used")},

@@ -59,11 +59,14 @@ class Accelerator(wiring.Component):
     load : ``In(stream.Signature(load_layout(params)))``
         Model load: one memory write per transfer (accepted only while idle).
     act_in : ``In(stream.Signature(8))``
-        The input vector's uint8 codes, in order; the run starts after the last one.
+        The input vector's uint8 codes, in order; the run starts after the last one. Accepted
+        once a model is loaded, through a two-entry FIFO (so up to two codes of the next
+        vector may wait in it during a run).
     result : ``Out(stream.Signature(signed(32)))``
         The output layer's values in row order (int32 logits, or uint8 codes zero-extended).
     busy : ``Out(1)``
-        A run is in progress (from the first input to the last result).
+        A run is in progress (from the first input, also while it waits in the input FIFO, to
+        the last result).
     cycles, useful_macs, entries, skipped_acts : ``Out(counter_width)``
         Counters of the last run: compute cycles (after the input is in, until the results are
         ready to stream), multiply-accumulates with both operands nonzero, entries issued
@@ -177,8 +180,13 @@ class Accelerator(wiring.Component):
             m.d.sync += settle.eq(settle - 1)
         # inputs pass through a small FIFO (its output valid is a register) and ``in_ready`` is
         # a register, so the outside's valid reaches neither the layer start nor the banks
+        # (no input is accepted before a model is loaded)
         m.submodules.in_fifo = in_fifo = fifo.SyncFIFOBuffered(width=8, depth=2)
-        wiring.connect(m, wiring.flipped(self.act_in), in_fifo.w_stream)
+        loaded = Signal()
+        m.d.comb += [loaded.eq(n_layers != 0),
+                     in_fifo.w_stream.payload.eq(self.act_in.payload),
+                     in_fifo.w_stream.valid.eq(self.act_in.valid & loaded),
+                     self.act_in.ready.eq(in_fifo.w_stream.ready & loaded)]
         in_ready = Signal()
         in_data = in_fifo.r_stream.payload
         m.d.comb += [in_take.eq(in_fifo.r_stream.valid & in_ready),

@@ -87,9 +87,10 @@ class PE(wiring.Component):
         read-out. ``scan_done`` must be low in the cycle after ``fin_arm``. The other inputs
         must hold until ``fin_done``.
     fin_done : Out(1)
-        Not armed, and the armed layer's finalization is over but for its last two rows,
-        which F4b/F4c write in this cycle and the next (a register, so that the sequencer,
-        behind one more register, moves on exactly as the last row is written).
+        Not armed, and the armed layer's finalization is over but for its last two groups of
+        ``fin_lanes`` rows: the one in F4c is written in this cycle, the one in F4b in the
+        next (a register, so that the sequencer, behind one more register, moves on exactly
+        as the last rows are written).
     out_addr, out_data, out_en : Out
         Writes of requantized activations into this PE's bank of the next activation buffer,
         ``fin_lanes`` a cycle: ``out_data[j]`` (when ``out_en[j]``) is local row
@@ -485,7 +486,7 @@ class PE(wiring.Component):
         m.d.comb += self.out_addr.eq(bank_of(l4)[1])
 
         # fin_done (a register) rises while the last rows are in F4b: the sequencer, which sees
-        # it through one more register, moves on in the cycle F4c writes them
+        # it through one more register, moves on in the cycle they are written (from F4c)
         fin_tail = Signal()
         fin_done = Signal()
         m.d.comb += [

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -48,8 +48,8 @@ class CaseResult:
 def _job(cases: list[Case], params: HwParams, result: Path) -> dict:
     out = {"pes": params.pes, "result": str(result), "cases": []}
     for c in cases:
-        # fin_lanes is a property of the hardware only: a model runs on any of them
-        if replace(c.model.params, fin_lanes=params.fin_lanes) != params:
+        # fin_lanes and mem_out_logic describe the hardware only: a model runs on any of them
+        if not c.model.params.packs_like(params):
             raise ValueError(f"case {c.name!r} was packed for {c.model.params}, not {params}")
         inputs = np.asarray(c.inputs).reshape(len(c.inputs), -1)
         out_f = c.model.layers[-1].q.out_features

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .pack import PackedModel, local_rows
+from .params import HwParams
 from .ref import run_model
 
 __all__ = ["LayerCycles", "predict_layer", "predict", "useful_macs", "dense_macs"]
@@ -59,10 +60,15 @@ def dense_macs(pm: PackedModel) -> int:
     return int(sum(pl.q.in_features * pl.q.out_features for pl in pm.layers))
 
 
-def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True) -> LayerCycles:
+def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True,
+                  hw: HwParams | None = None) -> LayerCycles:
     """Cycles of one layer for one input vector ``x`` (uint8 codes of that layer's input, in
-    hardware order: see :attr:`~zeroskip.sw.pack.PackedLayer.in_perm`)."""
-    p = pm.params
+    hardware order: see :attr:`~zeroskip.sw.pack.PackedLayer.in_perm`) on the hardware ``hw``
+    (default: the parameters the model was packed with; a model file does not record the
+    hardware-only ones, such as ``fin_lanes``)."""
+    p = hw if hw is not None else pm.params
+    if not pm.params.packs_like(p):
+        raise ValueError(f"the model was packed for {pm.params}, not for {p}")
     pl = pm.layers[layer]
     x = np.asarray(x, dtype=np.int64).reshape(-1)
     counts = np.stack([np.diff(ptr.astype(np.int64)) for ptr in pl.ptrs])   # (P, in)
@@ -116,8 +122,9 @@ def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True) -
             k += 1
         b_free = t - 1                                 # B loads again as it emits its last
         a_time = load + 1
-    # every PE finalizes by itself once the scanner is done and it has drained: one row a
-    # cycle from F0 (the cycle after it starts), the sequencer sees it done FINAL_LATENCY later
+    # every PE finalizes by itself once the scanner is done and it has drained: fin_lanes
+    # rows a cycle from F0 (the cycle after it starts); the sequencer sees it done
+    # FINAL_LATENCY cycles after the F0 of its last rows
     scan_done = max(scan_end, push_prev + 1) + SCAN_DONE
     rows_q = [local_rows(pl.q.out_features, P, q) for q in range(P)]
     finish = []
@@ -139,10 +146,12 @@ def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True) -
     return LayerCycles(end + overhead, compute, finalize, useful, int(sel.sum()), work)
 
 
-def predict(pm: PackedModel, x, skip_zero_acts: bool = True) -> list[LayerCycles]:
-    """Per-layer predictions for one input vector (activations from the reference)."""
+def predict(pm: PackedModel, x, skip_zero_acts: bool = True,
+            hw: HwParams | None = None) -> list[LayerCycles]:
+    """Per-layer predictions for one input vector (activations from the reference) on the
+    hardware ``hw`` (default: the model's own parameters)."""
     x = np.asarray(x, dtype=np.int64).reshape(-1)
     acts = [x] + [a.numpy().reshape(-1) for a in run_model(pm, x, return_all=True)[:-1]]
     # each layer sees its input in hardware order (the previous layer's row permutation)
-    return [predict_layer(pm, i, a[pm.layers[i].in_perm], skip_zero_acts)
+    return [predict_layer(pm, i, a[pm.layers[i].in_perm], skip_zero_acts, hw)
             for i, a in enumerate(acts)]

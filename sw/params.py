@@ -12,7 +12,7 @@ Entry layout (one relative-index entry, ``index_bits + weight_bits`` wide, LSB f
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data
@@ -152,6 +152,15 @@ class HwParams:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    #: fields that describe only the hardware (a model packed for one value runs on any)
+    HARDWARE_ONLY = ("fin_lanes", "mem_out_logic")
+
+    def packs_like(self, other: HwParams) -> bool:
+        """Whether a model packed for ``self`` can be loaded into hardware built with ``other``
+        (every field equal except the :attr:`HARDWARE_ONLY` ones)."""
+        hw = {name: getattr(other, name) for name in self.HARDWARE_ONLY}
+        return replace(self, **hw) == other
 
 
 def entry_layout(params: HwParams) -> data.StructLayout:

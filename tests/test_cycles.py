@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from zeroskip.hw.accel import Accelerator
 from zeroskip.sim.cases import random_inputs, random_model
 from zeroskip.sim.pysim import run_pysim
 from zeroskip.sw.cycles import dense_macs, predict, useful_macs
-from zeroskip.sw.pack import pack_model
+from zeroskip.sw.pack import from_bytes, pack_model, to_bytes
 from zeroskip.sw.params import HwParams
 from zeroskip.sw.ref import run_model
 
@@ -50,3 +53,23 @@ def test_cycle_model_small_random_cases():
         for vec, c in zip(x, res.counters):
             pred = sum(lc.cycles for lc in predict(pm, vec))
             assert pred == c["cycles"], (seed, pred, c["cycles"])
+
+
+def test_cycle_model_for_a_model_file_on_other_hardware():
+    """A model file does not record the hardware-only parameters: read back, it predicts for
+    the hardware it is given (here one finalization lane and mem_out_logic, as on the
+    iCEBreaker), equal to that hardware's counter; and it refuses hardware it cannot run on."""
+    rng = np.random.default_rng(5)
+    hw = HwParams(pes=3, entry_depth=2048, ptr_depth=256, row_depth=64, act_depth=64,
+                  fin_lanes=1, mem_out_logic=1)
+    pm = from_bytes(to_bytes(pack_model(random_model(rng, [40, 30, 7], 0.3), hw)))
+    assert pm.params != hw and pm.params.packs_like(hw)
+    x = random_inputs(rng, 2, 40, 0.5)
+    res = run_pysim(pm, x, dut=Accelerator(hw))
+    np.testing.assert_array_equal(res.outputs, run_model(pm, x).numpy())
+    for vec, c in zip(x, res.counters):
+        assert sum(lc.cycles for lc in predict(pm, vec, hw=hw)) == c["cycles"]
+    # the default (the file's parameters: two lanes) is a different machine
+    assert sum(lc.cycles for lc in predict(pm, x[0])) != res.counters[0]["cycles"]
+    with pytest.raises(ValueError, match="packed for"):
+        predict(pm, x[0], hw=replace(hw, pes=4))
