@@ -253,13 +253,19 @@ class Accelerator(wiring.Component):
         rv2 = Signal()
         rv2_bank = Signal(pbits)
         reading = Signal()          # a register: the READOUT state
-        ro_adv = Signal()
-        # results leave through a small FIFO, so the outside's ready reaches no memory port
-        m.submodules.result_fifo = rfifo = fifo.SyncFIFOBuffered(width=32, depth=2)
+        # results leave through a small FIFO, so the outside's ready reaches no memory port.
+        # ``ro_adv`` is a register: the pipeline advances in a cycle only if the FIFO will have
+        # a free slot then, whatever the outside does (it holds at most ``rdepth - 1`` after
+        # this cycle's write), so the FIFO's level reaches no memory port either.
+        rdepth = 2
+        ro_adv = Signal(init=1)
+        m.submodules.result_fifo = rfifo = fifo.SyncFIFO(width=32, depth=rdepth)
         wiring.connect(m, rfifo.r_stream, wiring.flipped(self.result))
-        m.d.comb += ro_adv.eq(~rv2 | rfifo.w_stream.ready)
-        m.d.comb += [rfifo.w_stream.valid.eq(rv2),
+        ro_write = Signal()
+        m.d.comb += [ro_write.eq(rv2 & ro_adv),
+                     rfifo.w_stream.valid.eq(ro_write),
                      rfifo.w_stream.payload.eq(Array(pe.ro_data for pe in pes)[rv2_bank])]
+        m.d.sync += ro_adv.eq(rfifo.level + ro_write <= rdepth - 1)
         for i, pe in enumerate(pes):
             m.d.comb += [pe.ro_sel.eq(reading), pe.ro_addr.eq(ro_addr), pe.ro_en.eq(ro_adv),
                          pe.ro_clr_en.eq(rv1 & ro_adv & (rv1_bank == i)),

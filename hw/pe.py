@@ -438,15 +438,23 @@ class PE(wiring.Component):
             acc1a = Signal(acc_shape, reset_less=True, name=f"acc1a_{j}")
             bias1a = Signal(acc_shape, reset_less=True, name=f"bias1a_{j}")
             rq1a = Signal(p.mult_bits + p.shift_bits, reset_less=True, name=f"rq1a_{j}")
-            m.d.sync += [acc1a.eq(acc_rp[j].data), bias1a.eq(bias_rp[j].data),
-                         rq1a.eq(rq_rp[j].data)]
+            m.d.sync += [bias1a.eq(bias_rp[j].data), rq1a.eq(rq_rp[j].data)]
+            if p.mem_out_logic:
+                # the register takes the write one cycle ahead (fwd1 now, fwd2 at F1a) itself
+                fin_hit2 = Signal(name=f"fin_hit2_{j}")
+                m.d.comb += fin_hit2.eq(w1_valid & (w1_row == l1_row))
+                m.d.sync += acc1a.eq(Mux(fin_hit2, fwd1, acc_rp[j].data))
+            else:
+                m.d.sync += acc1a.eq(acc_rp[j].data)
             # F2: sum = acc + bias; the shift is kept as S - 1 (S >= 1): the rounding
             # (sum * M + 2**(S-1)) >> S equals ((sum * M) >> (S-1)) + 1) >> 1, so no rounding
             # constant and no wide rounding add are needed
             s2 = Signal(acc_shape, reset_less=True, name=f"sum2_{j}")
             mult2 = Signal(p.mult_bits, reset_less=True, name=f"mult2_{j}")
             sh2 = Signal(p.shift_bits, reset_less=True, name=f"sh2_{j}")
-            m.d.sync += [s2.eq(Array([fwd1, fwd2, acc1a])[src1a] + bias1a),
+            fin_src = [fwd1, acc1a] if p.mem_out_logic else [fwd1, fwd2, acc1a]
+            m.d.sync += [s2.eq(Array(fin_src)[(src1a != 0) if p.mem_out_logic else src1a]
+                               + bias1a),
                          mult2.eq(rq1a[:p.mult_bits]),
                          sh2.eq(rq1a[p.mult_bits:] - 1)]
             sum2.append(s2)
