@@ -40,7 +40,7 @@ BOARD_PARAMS: dict[str, HwParams] = {
                            row_depth=256, act_depth=256, max_layers=4, fifo_depth=4,
                            fin_lanes=1, mem_out_logic=1),
     # 8 PEs, one finalization lane: the largest configuration measured to meet 100 MHz (8 PEs:
-    # 104.5 MHz; 8 PEs with fin_lanes=2: 92-93; 12 PEs: 89.5; 20 fits the FPGA but reaches ~58
+    # 107.4 MHz; 8 PEs with fin_lanes=2: 92-93; 12 PEs: 89.5; 20 fits the FPGA but reaches ~58
     # after placement; docs/boards.md). About 9 DP16KD per PE (entries 2, pointers 2 x 2,
     # bias, requant, accumulators), 3 MULT18X18D per PE; 16K entries in all.
     "ulx3s": HwParams(pes=8, index_bits=6, entry_depth=2048, ptr_depth=2048, row_depth=256,
