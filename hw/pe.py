@@ -324,57 +324,46 @@ class PE(wiring.Component):
         v5 = Signal()
         row5 = Signal(self.row_bits, reset_less=True)
         prod5 = Signal(signed(p.weight_bits + 9), reset_less=True)
+        acc5 = [Signal(acc_shape, reset_less=True, name=f"acc5_{b}") for b in range(L)]
         m.d.sync += [v5.eq(v4), row5.eq(row4), prod5.eq(prod4)]
         # read-after-write forwarding: an entry's read (S3) misses the writes of the two entries
         # ahead of it (S5 in the same cycle and the next); rows increase strictly within a
         # column, so they can only hit across a column boundary. The hits are decided in S4,
         # the values taken from the last two writes in S5. S4 encodes the choice among the
         # two forwarded values and the L banks' read data as one registered select, so S5
-        # has a single multiplexer level before its adder (``forwarded``, also used by the
-        # finalization, whose first reads can miss the last accumulations too).
+        # has a single multiplexer level before its adder.
         w1_valid = Signal()                    # S5's write one cycle ago
         w1_row = Signal(self.row_bits, reset_less=True)
         fwd1 = Signal(acc_shape, reset_less=True)
         fwd2 = Signal(acc_shape, reset_less=True)
-
-        def forwarded(row, mem_data, bank, name):
-            """For an accumulator read of ``row`` issued a cycle ago (``mem_data``: the banks'
-            read data now), register the read data and the choice among it and the sums still
-            in flight; returns the up-to-date value, valid in the next cycle. The write of this
-            cycle (S5, ``fwd1`` then) and the one a cycle ago (``fwd1`` now, ``fwd2`` then) are
-            the two the read missed. With ``mem_out_logic`` the read register takes the older
-            one itself."""
-            hit_a = v5 & (row5 == row)
-            hit_b = w1_valid & (w1_row == row)
-            mem_q = [Signal(acc_shape, reset_less=True, name=f"{name}_mem{b}")
-                     for b in range(len(mem_data))]
-            if p.mem_out_logic:
-                m.d.sync += [q.eq(Mux(hit_b, fwd1, d)) for q, d in zip(mem_q, mem_data)]
-                sources = [fwd1, *mem_q]
-            else:
-                m.d.sync += [q.eq(d) for q, d in zip(mem_q, mem_data)]
-                sources = [fwd1, fwd2, *mem_q]
-            sel = Signal(range(len(sources)), reset_less=True, name=f"{name}_src")
-            with m.If(hit_a):
-                m.d.sync += sel.eq(0)
-            if not p.mem_out_logic:
-                with m.Elif(hit_b):
-                    m.d.sync += sel.eq(1)
-            with m.Else():
-                m.d.sync += sel.eq(len(sources) - len(mem_data) + bank)
-            return Array(sources)[sel]
-
+        hit_now = Signal()       # the write one cycle ago (fwd1 now) is this entry's row
+        m.d.comb += hit_now.eq(w1_valid & (w1_row == row4))
+        if p.mem_out_logic:
+            # S4 resolves the write two entries ahead itself (fwd1 now is fwd2 in S5)
+            m.d.sync += [acc5[b].eq(Mux(hit_now, fwd1, acc_rp[b].data)) for b in range(L)]
+            sources = [fwd1, *acc5]
+            src_mem = 1
+        else:
+            m.d.sync += [acc5[b].eq(acc_rp[b].data) for b in range(L)]
+            sources = [fwd1, fwd2, *acc5]
+            src_mem = 2
+        src5 = Signal(range(len(sources)), reset_less=True)
+        with m.If(v5 & (row5 == row4)):
+            m.d.sync += src5.eq(0)
+        with m.Elif(hit_now if not p.mem_out_logic else 0):
+            m.d.sync += src5.eq(1)
+        with m.Else():
+            m.d.sync += src5.eq(src_mem + bank_of(row4)[0])
         mac_sum = Signal(acc_shape)
-        m.d.comb += mac_sum.eq(forwarded(row4, [rp.data for rp in acc_rp], bank_of(row4)[0],
-                                         "acc5") + prod5)
+        m.d.comb += mac_sum.eq(Array(sources)[src5] + prod5)
         m.d.sync += [w1_valid.eq(v5), w1_row.eq(row5), fwd1.eq(mac_sum), fwd2.eq(fwd1)]
 
         # ---- S5: accumulate (write port shared with finalization and read-out, see below)
         m.d.comb += self.idle.eq((pending == 0) & ~s2_has & ~v3 & ~v3r & ~v4 & ~v5)
 
         # ---- finalization: the PE starts on its own once the layer is armed (``fin_arm`` at
-        # the layer's start), the scanner is done (``scan_done``) and it has nothing left to
-        # issue; its last two accumulations may still be in flight (see ``forwarded``). It
+        # the layer's start), the scanner is done (``scan_done``) and its own pipeline has
+        # drained; the last accumulation (S5) is written in the cycle before F0 reads. It
         # handles L = fin_lanes rows a cycle: local rows l .. l+L-1 (l a multiple of L, one per
         # accumulator bank), global rows r, r + pes, ... (r = l * pes + index).
         armed = Signal()
@@ -439,21 +428,33 @@ class PE(wiring.Component):
         sum2 = []
         q4 = []
         for j in range(L):
-            # the last accumulations can be written as F0 reads or a cycle later: F1 decides
-            # the hits, F1a takes the values from the forwarding registers
+            # the last accumulations can be written as F0 reads (w2) or a cycle later (w1):
+            # the hits are decided in F1, the values taken from the forwarding registers
             l1_row = Signal(self.row_bits, name=f"fin_row1_{j}")
             m.d.comb += l1_row.eq(l1 | j)          # l1 is a multiple of L
-            acc1a = forwarded(l1_row, [acc_rp[j].data], 0, f"acc1a_{j}")
+            src1a = Signal(2, reset_less=True, name=f"fin_src_{j}")   # fwd1, fwd2, memory
+            m.d.sync += src1a.eq(Mux(v5 & (row5 == l1_row), 0,
+                                     Mux(w1_valid & (w1_row == l1_row), 1, 2)))
+            acc1a = Signal(acc_shape, reset_less=True, name=f"acc1a_{j}")
             bias1a = Signal(acc_shape, reset_less=True, name=f"bias1a_{j}")
             rq1a = Signal(p.mult_bits + p.shift_bits, reset_less=True, name=f"rq1a_{j}")
             m.d.sync += [bias1a.eq(bias_rp[j].data), rq1a.eq(rq_rp[j].data)]
+            if p.mem_out_logic:
+                # the register takes the write one cycle ahead (fwd1 now, fwd2 at F1a) itself
+                fin_hit2 = Signal(name=f"fin_hit2_{j}")
+                m.d.comb += fin_hit2.eq(w1_valid & (w1_row == l1_row))
+                m.d.sync += acc1a.eq(Mux(fin_hit2, fwd1, acc_rp[j].data))
+            else:
+                m.d.sync += acc1a.eq(acc_rp[j].data)
             # F2: sum = acc + bias; the shift is kept as S - 1 (S >= 1): the rounding
             # (sum * M + 2**(S-1)) >> S equals ((sum * M) >> (S-1)) + 1) >> 1, so no rounding
             # constant and no wide rounding add are needed
             s2 = Signal(acc_shape, reset_less=True, name=f"sum2_{j}")
             mult2 = Signal(p.mult_bits, reset_less=True, name=f"mult2_{j}")
             sh2 = Signal(p.shift_bits, reset_less=True, name=f"sh2_{j}")
-            m.d.sync += [s2.eq(acc1a + bias1a),
+            fin_src = [fwd1, acc1a] if p.mem_out_logic else [fwd1, fwd2, acc1a]
+            m.d.sync += [s2.eq(Array(fin_src)[(src1a != 0) if p.mem_out_logic else src1a]
+                               + bias1a),
                          mult2.eq(rq1a[:p.mult_bits]),
                          sh2.eq(rq1a[p.mult_bits:] - 1)]
             sum2.append(s2)
