@@ -362,8 +362,8 @@ class PE(wiring.Component):
         m.d.comb += self.idle.eq((pending == 0) & ~s2_has & ~v3 & ~v3r & ~v4 & ~v5)
 
         # ---- finalization: the PE starts on its own once the layer is armed (``fin_arm`` at
-        # the layer's start), the scanner is done (``scan_done``) and its own pipeline has
-        # drained; the last accumulation (S5) is written in the cycle before F0 reads. It
+        # the layer's start), the scanner is done (``scan_done``) and it has nothing left to
+        # issue; its last two accumulations may still be in flight (F1a forwards them). It
         # handles L = fin_lanes rows a cycle: local rows l .. l+L-1 (l a multiple of L, one per
         # accumulator bank), global rows r, r + pes, ... (r = l * pes + index).
         armed = Signal()
