@@ -51,25 +51,29 @@ class PackedLayer:
     order*: hardware row ``r`` (PE ``r % pes``, local row ``r // pes``) computes original output
     ``perm[r]``, and stream column ``c`` is the layer's input at hardware position ``c``, i.e.
     original input ``in_perm[c]`` (the previous layer's ``perm``; the identity for layer 0).
+    For a layer with an input map (a convolution, or an FC layer after ``Flatten``) ``in_perm``
+    permutes the input *channels*; every column ``(c, ky, kx)`` follows its channel
+    (:meth:`~zeroskip.sw.geometry.Geometry.column_perm`).
     """
     q: QLayer
     ptrs: list[np.ndarray]      # per PE: uint32 (in_features + 1,), ptrs[p][0] == 0
     entries: list[np.ndarray]   # per PE: uint16 entry bits
     encoding: int = ENC_RELATIVE
     perm: np.ndarray | None = None      # hardware row -> original row (None: identity)
-    in_perm: np.ndarray | None = None   # hardware input position -> original input
+    in_perm: np.ndarray | None = None   # hardware input channel -> original input channel
 
     def __post_init__(self):
         if self.perm is None:
             self.perm = np.arange(self.q.out_features)
         if self.in_perm is None:
-            self.in_perm = np.arange(self.q.in_features)
+            self.in_perm = np.arange(self.q.geom.in_shape[0])
         self.perm = np.asarray(self.perm, dtype=np.int64)
         self.in_perm = np.asarray(self.in_perm, dtype=np.int64)
 
     def hw_weight(self) -> np.ndarray:
         """The weight matrix in hardware order (what the streams encode)."""
-        return np.asarray(self.q.weight)[self.perm][:, self.in_perm]
+        cols = self.q.geom.column_perm(self.in_perm)
+        return np.asarray(self.q.weight)[self.perm][:, cols]
 
     @property
     def n_entries(self) -> int:
@@ -326,9 +330,9 @@ def check_fits(layers: list[QLayer], params: HwParams, entries_per_pe=None) -> N
     ptrs = rows = 0
     for i, q in enumerate(layers):
         o, n = q.weight.shape
-        if i and n != layers[i - 1].out_features:
-            raise FitError(f"layer {i} takes {n} inputs but layer {i - 1} gives "
-                           f"{layers[i - 1].out_features}")
+        if i and q.in_size != layers[i - 1].out_size:
+            raise FitError(f"layer {i} takes {q.in_size} inputs but layer {i - 1} gives "
+                           f"{layers[i - 1].out_size}")
         for what, v in (("inputs", n), ("outputs", o)):
             if v > params.act_depth:
                 raise FitError(f"layer {i} has {v} {what}, more than act_depth="

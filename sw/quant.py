@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .errors import ZeroskipError
+from .geometry import Geometry
 from .params import HwParams
 
 __all__ = ["QLayer", "QModel", "QuantError", "quantize_mlp", "fit_requant",
@@ -40,20 +41,41 @@ class QLayer:
     in_scale: float = 1.0       # real value of one input code
     weight_scale: np.ndarray = field(default_factory=lambda: np.ones(0))  # per output row
     out_scale: float = 0.0      # real value of one output code (requantized layers)
+    geometry: Geometry | None = None    # None: fully connected on a vector of in_features
 
     @property
     def out_features(self) -> int:
+        """Rows of the weight matrix (output channels of a convolution)."""
         return int(self.weight.shape[0])
 
     @property
     def in_features(self) -> int:
+        """Columns of the weight matrix (``C * KH * KW`` for a convolution)."""
         return int(self.weight.shape[1])
+
+    @property
+    def geom(self) -> Geometry:
+        """The layer's geometry (a plain FC layer when none was given)."""
+        return self.geometry if self.geometry is not None else Geometry.fc(self.in_features)
+
+    @property
+    def in_size(self) -> int:
+        """Elements of the layer's input vector (the CHW flattening of its input map)."""
+        return self.geom.in_size
+
+    @property
+    def out_size(self) -> int:
+        """Elements of the layer's output vector (after pooling)."""
+        return self.geom.out_size(self.out_features)
 
     def validate(self) -> None:
         o, i = self.weight.shape
         for name, arr in (("bias", self.bias), ("mult", self.mult), ("shift", self.shift)):
             if arr.shape != (o,):
                 raise QuantError(f"{name} has shape {arr.shape}, expected ({o},)")
+        if self.geom.columns != i:
+            raise QuantError(f"the weight matrix has {i} columns, its geometry {self.geom} "
+                             f"needs {self.geom.columns}")
 
 
 @dataclass
@@ -64,11 +86,13 @@ class QModel:
 
     @property
     def in_features(self) -> int:
-        return self.layers[0].in_features
+        """Elements of the input vector (the CHW flattening of the input map)."""
+        return self.layers[0].in_size
 
     @property
     def out_features(self) -> int:
-        return self.layers[-1].out_features
+        """Elements of the output vector."""
+        return self.layers[-1].out_size
 
     def quantize_input(self, x: torch.Tensor | np.ndarray) -> np.ndarray:
         """Float inputs (any shape with ``in_features`` elements per sample) to uint8 codes."""
