@@ -372,7 +372,7 @@ def _pes_top(pes: int) -> Callable[[str], tuple[Elaboratable, dict]]:
 
     def factory(board: str) -> tuple[Elaboratable, dict]:
         from zeroskip.boards.tops import BOARD_PARAMS, make_top
-        from zeroskip.sw.params import HwParams
+        from zeroskip.spec import HwParams
 
         params = HwParams(**{**BOARD_PARAMS[board].as_dict(), "pes": pes})
         return make_top(board, params=params)

@@ -21,7 +21,7 @@ from amaranth.lib import io
 from ..hw.accel import Accelerator
 from ..hw.link import HostLink, connect_accelerator
 from ..hw.uart import UARTRx, UARTTx, uart_divisor
-from ..sw.params import HwParams
+from ..spec import HwParams
 from .platforms import get_board
 
 __all__ = ["BOARD_PARAMS", "BOARD_COUNTER_WIDTH", "DEFAULT_BAUD", "AcceleratorTop", "make_top"]

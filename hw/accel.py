@@ -19,25 +19,27 @@ always ready.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import fifo, stream, wiring
+from amaranth.hdl import Array, Cat, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..sw.params import (
+from ..spec import (
     CFG_FLAGS,
+    CFG_FLAGS_WORD,
     CFG_LAYERS,
-    DESC_FIELDS,
+    COUNTER_NAMES,
     DESC_FLAGS,
+    DESC_FLAGS_WORD,
     DESC_IN,
     DESC_OUT,
     DESC_PTR_BASE,
     DESC_ROW_BASE,
-    FLAG_SKIP_ZERO_ACTS,
-    LDESC_REQUANT,
     MEM_CFG,
     MEM_DESC,
+    PE_COUNTER_NAMES,
     HwParams,
+    desc_addr_layout,
     load_layout,
 )
 from .pe import PE, bank_depth
@@ -51,7 +53,7 @@ class Accelerator(wiring.Component):
 
     Parameters
     ----------
-    params : :class:`~zeroskip.sw.params.HwParams`
+    params : :class:`~zeroskip.spec.HwParams`
     counter_width : width of the performance counters (they saturate at the top).
 
     Members
@@ -87,12 +89,9 @@ class Accelerator(wiring.Component):
             "act_in": In(stream.Signature(8)),
             "result": Out(stream.Signature(signed(32))),
             "busy": Out(1),
-            "cycles": Out(counter_width),
-            "useful_macs": Out(counter_width),
-            "entries": Out(counter_width),
-            "skipped_acts": Out(counter_width),
-            "pe_busy": Out(counter_width).array(params.pes),
-            "pe_stall": Out(counter_width).array(params.pes),
+            # the counters' names (and their order for every reader) are the contract's
+            **{name: Out(counter_width) for name in COUNTER_NAMES},
+            **{name: Out(counter_width).array(params.pes) for name in PE_COUNTER_NAMES},
         })
 
     def elaborate(self, platform):
@@ -103,7 +102,7 @@ class Accelerator(wiring.Component):
         bbits = max(1, (bdepth - 1).bit_length())
         pbits = max(1, (P - 1).bit_length())
         abits = p.act_addr_bits
-        lbits = max(1, (p.max_layers - 1).bit_length())
+        lbits = p.layer_bits
 
         pes = [PE(p, i) for i in range(P)]
         for i, pe in enumerate(pes):
@@ -112,22 +111,25 @@ class Accelerator(wiring.Component):
         # ---- configuration and layer descriptors
         n_layers = Signal(lbits + 1)
         skip_zero = Signal(init=1)
-        desc_shapes = {DESC_IN: abits, DESC_OUT: abits, DESC_PTR_BASE: p.ptr_addr_bits,
-                       DESC_ROW_BASE: p.row_addr_bits, DESC_FLAGS: 1}
+        desc_shapes = {DESC_IN: unsigned(abits), DESC_OUT: unsigned(abits),
+                       DESC_PTR_BASE: unsigned(p.ptr_addr_bits),
+                       DESC_ROW_BASE: unsigned(p.row_addr_bits), DESC_FLAGS: DESC_FLAGS_WORD}
         desc_rd = {}
         layer = Signal(lbits)
         ld = self.load.payload
-        for field, width in desc_shapes.items():
-            mem = Memory(shape=unsigned(width), depth=p.max_layers, init=[])
+        dlay = desc_addr_layout(p)
+        ld_desc = data.View(dlay, ld.addr[:dlay.size])     # the field, then the layer
+        for field, shape in desc_shapes.items():
+            mem = Memory(shape=shape, depth=p.max_layers, init=[])
             m.submodules[f"desc{field}"] = mem
             wp = mem.write_port()
             rp = mem.read_port()
-            m.d.comb += [wp.addr.eq(ld.addr[3:]), wp.data.eq(ld.data[:width]),
+            m.d.comb += [wp.addr.eq(ld_desc.layer),
+                         wp.data.eq(ld.data[:Shape.cast(shape).width]),
                          wp.en.eq(self.load.valid & self.load.ready & (ld.mem == MEM_DESC)
-                                  & (ld.addr[:3] == field)),
+                                  & (ld_desc.field == field)),
                          rp.addr.eq(layer)]
             desc_rd[field] = rp.data
-        assert DESC_FIELDS == 8
 
         # load.ready is a register: set while IDLE with no run's inputs coming in (it falls
         # the cycle after the first input is taken; the first input and a load may share a cycle)
@@ -137,7 +139,8 @@ class Accelerator(wiring.Component):
             with m.If(ld.addr == CFG_LAYERS):
                 m.d.sync += n_layers.eq(ld.data)
             with m.If(ld.addr == CFG_FLAGS):
-                m.d.sync += skip_zero.eq(ld.data[0] & FLAG_SKIP_ZERO_ACTS)
+                flags = data.View(CFG_FLAGS_WORD, ld.data[:CFG_FLAGS_WORD.size])
+                m.d.sync += skip_zero.eq(flags.skip_zero_acts)
         for i, pe in enumerate(pes):
             m.d.comb += [pe.ld_mem.eq(ld.mem), pe.ld_addr.eq(ld.addr), pe.ld_data.eq(ld.data),
                          pe.ld_en.eq(self.load.valid & self.load.ready & (ld.pe == i))]
@@ -338,7 +341,7 @@ class Accelerator(wiring.Component):
             m.d.sync += [out_f.eq(desc_rd[DESC_OUT]),
                          ptr_base.eq(desc_rd[DESC_PTR_BASE]),
                          row_base.eq(desc_rd[DESC_ROW_BASE]),
-                         requant.eq(desc_rd[DESC_FLAGS][0] & LDESC_REQUANT),
+                         requant.eq(desc_rd[DESC_FLAGS].requant),
                          last.eq(layer + 1 == n_layers)]
             m.d.sync += scan_en.eq(1)
             m.next = "SCAN"

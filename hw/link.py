@@ -27,17 +27,33 @@ from amaranth.hdl import Array, Cat, Module, Signal, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sw.params import HwParams, load_layout
+from ..spec import (
+    COUNTER_NAMES,
+    LINK_CMD_ACT,
+    LINK_CMD_COUNTERS,
+    LINK_CMD_LOAD,
+    LINK_LOAD_BYTES,
+    LINK_PE_COUNTER_NAMES,
+    LINK_WORD_BYTES,
+    HwParams,
+    decode_counters,
+    decode_words,
+    encode_acts,
+    encode_load,
+    link_counter_words,
+    load_layout,
+)
 
 __all__ = ["HostLink", "connect_accelerator", "CMD_LOAD", "CMD_ACT", "CMD_COUNTERS",
            "COUNTER_NAMES", "encode_load", "encode_acts", "decode_words", "decode_counters"]
 
-CMD_LOAD = ord("L")
-CMD_ACT = ord("A")
-CMD_COUNTERS = ord("C")
-LOAD_BYTES = 8
-#: The scalar counters in the order ``'C'`` sends them (then ``pe_busy`` per PE).
-COUNTER_NAMES = ("cycles", "useful_macs", "entries", "skipped_acts")
+# the protocol's bytes and words are the contract's (zeroskip/spec.py); these names stay for
+# existing imports
+CMD_LOAD = LINK_CMD_LOAD
+CMD_ACT = LINK_CMD_ACT
+CMD_COUNTERS = LINK_CMD_COUNTERS
+LOAD_BYTES = LINK_LOAD_BYTES
+WORD_BYTES = LINK_WORD_BYTES
 
 
 class HostLink(wiring.Component):
@@ -45,7 +61,7 @@ class HostLink(wiring.Component):
 
     Parameters
     ----------
-    params : :class:`~zeroskip.sw.params.HwParams`
+    params : :class:`~zeroskip.spec.HwParams`
         The accelerator's parameters (for the ``load`` layout and the PE count).
     counter_width : int
         Width of the accelerator's counters, 1..32.
@@ -86,7 +102,7 @@ class HostLink(wiring.Component):
             "act_in": Out(stream.Signature(8)),
             "result": In(stream.Signature(signed(32))),
             **{name: In(counter_width) for name in COUNTER_NAMES},
-            "pe_busy": In(counter_width).array(params.pes),
+            **{name: In(counter_width).array(params.pes) for name in LINK_PE_COUNTER_NAMES},
         })
 
     @staticmethod
@@ -111,7 +127,7 @@ class HostLink(wiring.Component):
     @property
     def counter_words(self) -> int:
         """Words (of 4 bytes) that one ``'C'`` sends back."""
-        return len(COUNTER_NAMES) + self._params.pes
+        return link_counter_words(self._params.pes)
 
     def elaborate(self, platform):
         m = Module()
@@ -165,11 +181,12 @@ class HostLink(wiring.Component):
                     m.next = "CMD"
 
         # ---- accelerator -> host: 4-byte words, results or a counter dump
-        shreg = Signal(32)
-        left = Signal(range(5))  # bytes of shreg still to send
+        shreg = Signal(8 * WORD_BYTES)
+        left = Signal(range(WORD_BYTES + 1))  # bytes of shreg still to send
         dumping = Signal()
         index = Signal(range(self.counter_words))
-        words = Array([*(getattr(self, n) for n in COUNTER_NAMES), *self.pe_busy])
+        words = Array([*(getattr(self, n) for n in COUNTER_NAMES),
+                       *(c for n in LINK_PE_COUNTER_NAMES for c in getattr(self, n))])
         m.d.comb += [self.host_out.valid.eq(left != 0), self.host_out.payload.eq(shreg[:8])]
         with m.If(left != 0):
             with m.If(self.host_out.ready):
@@ -184,7 +201,7 @@ class HostLink(wiring.Component):
         with m.Else():
             m.d.comb += self.result.ready.eq(1)
             with m.If(self.result.valid):
-                m.d.sync += [shreg.eq(self.result.payload), left.eq(4)]
+                m.d.sync += [shreg.eq(self.result.payload), left.eq(WORD_BYTES)]
         return m
 
 
@@ -197,49 +214,10 @@ def connect_accelerator(m: Module, link: HostLink, accel) -> None:
     wiring.connect(m, accel.result, link.result)
     for name in COUNTER_NAMES:
         m.d.comb += getattr(link, name).eq(getattr(accel, name))
-    for i in range(link.params.pes):
-        m.d.comb += link.pe_busy[i].eq(accel.pe_busy[i])
+    for name in LINK_PE_COUNTER_NAMES:
+        for i in range(link.params.pes):
+            m.d.comb += getattr(link, name)[i].eq(getattr(accel, name)[i])
 
 
-# ---- host side (pure Python): the bytes of the protocol
-
-
-def encode_load(words) -> bytes:
-    """``'L'`` commands for ``load`` words (e.g. from :func:`zeroskip.sw.image.encode_commands`)."""
-    out = bytearray()
-    for w in words:
-        w = int(w)
-        if not 0 <= w < 1 << (8 * LOAD_BYTES):
-            raise ValueError(f"load word {w:#x} does not fit {LOAD_BYTES} bytes")
-        out += bytes([CMD_LOAD]) + w.to_bytes(LOAD_BYTES, "little")
-    return bytes(out)
-
-
-def encode_acts(codes) -> bytes:
-    """``'A'`` commands for one input vector of uint8 codes."""
-    out = bytearray()
-    for a in codes:
-        a = int(a)
-        if not 0 <= a <= 255:
-            raise ValueError(f"activation code {a} is not a uint8")
-        out += bytes([CMD_ACT, a])
-    return bytes(out)
-
-
-def decode_words(data: bytes, signed: bool = True) -> list[int]:
-    """4-byte little-endian words (results are signed, counters unsigned)."""
-    if len(data) % 4:
-        raise ValueError(f"{len(data)} bytes is not a whole number of 4-byte words")
-    return [int.from_bytes(data[k:k + 4], "little", signed=signed)
-            for k in range(0, len(data), 4)]
-
-
-def decode_counters(data: bytes, pes: int) -> dict:
-    """The answer to ``'C'``: ``{"cycles", "useful_macs", "entries", "skipped_acts",
-    "pe_busy": [...]}``."""
-    words = decode_words(data, signed=False)
-    if len(words) != len(COUNTER_NAMES) + pes:
-        raise ValueError(f"expected {len(COUNTER_NAMES) + pes} counter words, got {len(words)}")
-    out = dict(zip(COUNTER_NAMES, words))
-    out["pe_busy"] = words[len(COUNTER_NAMES):]
-    return out
+# The host side (pure Python) of the protocol, encode_load, encode_acts, decode_words and
+# decode_counters, lives in zeroskip/spec.py with the command bytes (imported above).

@@ -38,12 +38,14 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..sw.params import (
+from ..spec import (
+    BIAS_WORD,
     MEM_BIAS,
     MEM_ENTRY,
     MEM_PTR,
     MEM_RQ,
-    PTR_EMPTY_BIT,
+    PTR_WORD,
+    RQ_WORD,
     HwParams,
     entry_layout,
 )
@@ -66,7 +68,7 @@ class PE(wiring.Component):
 
     Parameters
     ----------
-    params : :class:`~zeroskip.sw.params.HwParams`
+    params : :class:`~zeroskip.spec.HwParams`
     index : which PE this is (``0 <= index < params.pes``).
 
     Members
@@ -150,13 +152,15 @@ class PE(wiring.Component):
 
         # ---- memories
         # a pointer word: the entry address and (top bit) "this column is empty here"
-        m.submodules.ptr_mem = ptr_mem = Memory(shape=unsigned(p.entry_addr_bits + 1),
-                                                depth=p.ptr_depth, init=[])
+        ptr_layout = data.StructLayout({"addr": unsigned(p.entry_addr_bits),
+                                        "empty": unsigned(1)})
+        m.submodules.ptr_mem = ptr_mem = Memory(shape=ptr_layout, depth=p.ptr_depth, init=[])
         m.submodules.entry_mem = entry_mem = Memory(shape=unsigned(p.entry_bits),
                                                     depth=p.entry_depth, init=[])
         m.submodules.bias_mem = bias_mem = Memory(shape=acc_shape, depth=p.row_depth, init=[])
-        m.submodules.rq_mem = rq_mem = Memory(shape=unsigned(p.mult_bits + p.shift_bits),
-                                              depth=p.row_depth, init=[])
+        rq_layout = data.StructLayout({"mult": unsigned(p.mult_bits),
+                                       "shift": unsigned(p.shift_bits)})
+        m.submodules.rq_mem = rq_mem = Memory(shape=rq_layout, depth=p.row_depth, init=[])
         # the accumulators are split into ``fin_lanes`` banks by local row (row % L), so the
         # finalization reads, clears and writes L rows a cycle; bias and rq get L read ports
         L, lb = p.fin_lanes, self.lane_bits
@@ -168,20 +172,25 @@ class PE(wiring.Component):
             m.submodules[f"acc_mem{b}" if L > 1 else "acc_mem"] = mem
             acc_mem.append(mem)
 
+        # the load words, through the contract's layouts (zeroskip/spec.py)
+        ld_ptr = data.View(PTR_WORD, self.ld_data)
+        ld_bias = data.View(BIAS_WORD, self.ld_data)
+        ld_rq = data.View(RQ_WORD, self.ld_data)
+        ld_entry = data.View(elay, self.ld_data[:elay.size])
         ptr_wp = ptr_mem.write_port()
         m.d.comb += [ptr_wp.addr.eq(self.ld_addr),
-                     ptr_wp.data.eq(Cat(self.ld_data[:p.entry_addr_bits],
-                                        self.ld_data[PTR_EMPTY_BIT])),
+                     ptr_wp.data.addr.eq(ld_ptr.addr[:p.entry_addr_bits]),
+                     ptr_wp.data.empty.eq(ld_ptr.empty),
                      ptr_wp.en.eq(self.ld_en & (self.ld_mem == MEM_PTR))]
-        for mem, code, width in ((entry_mem, MEM_ENTRY, p.entry_bits),
-                                 (bias_mem, MEM_BIAS, p.acc_width)):
+        for mem, code, word in ((entry_mem, MEM_ENTRY, ld_entry.as_value()),
+                                (bias_mem, MEM_BIAS, ld_bias.bias[:p.acc_width])):
             wp = mem.write_port()
-            m.d.comb += [wp.addr.eq(self.ld_addr), wp.data.eq(self.ld_data[:width]),
+            m.d.comb += [wp.addr.eq(self.ld_addr), wp.data.eq(word),
                          wp.en.eq(self.ld_en & (self.ld_mem == code))]
         rq_wp = rq_mem.write_port()
         m.d.comb += [rq_wp.addr.eq(self.ld_addr),
-                     rq_wp.data[:p.mult_bits].eq(self.ld_data[:p.mult_bits]),
-                     rq_wp.data[p.mult_bits:].eq(self.ld_data[16:16 + p.shift_bits]),
+                     rq_wp.data.mult.eq(ld_rq.mult[:p.mult_bits]),
+                     rq_wp.data.shift.eq(ld_rq.shift[:p.shift_bits]),
                      rq_wp.en.eq(self.ld_en & (self.ld_mem == MEM_RQ))]
 
         ptr0 = ptr_mem.read_port()
@@ -214,8 +223,8 @@ class PE(wiring.Component):
         p2_end = Signal(p.entry_addr_bits, reset_less=True)
         p2_act = Signal(8, reset_less=True)
         p2_empty = Signal(reset_less=True)
-        m.d.sync += [p2_valid.eq(p1_valid), p2_start.eq(ptr0.data[:-1]),
-                     p2_end.eq(ptr1.data[:-1]), p2_empty.eq(ptr0.data[-1]),
+        m.d.sync += [p2_valid.eq(p1_valid), p2_start.eq(ptr0.data.addr),
+                     p2_end.eq(ptr1.data.addr), p2_empty.eq(ptr0.data.empty),
                      p2_act.eq(p1_act)]
 
         # ``rem``: the column's entries minus 2 (signed), so the entry stage's "column continues"
@@ -231,7 +240,7 @@ class PE(wiring.Component):
         m.submodules.queue = queue = fifo.SyncFIFO(width=job.size, depth=max(1, depth - 1))
         p2_rem = Signal(rem_shape)
         if p.mem_out_logic:      # the difference is registered with the pointers
-            m.d.sync += p2_rem.eq(ptr1.data[:-1] - ptr0.data[:-1] - 2)
+            m.d.sync += p2_rem.eq(ptr1.data.addr - ptr0.data.addr - 2)
         else:
             m.d.comb += p2_rem.eq(p2_end - p2_start - 2)
         q_w_en = Signal()
@@ -437,7 +446,7 @@ class PE(wiring.Component):
                                      Mux(w1_valid & (w1_row == l1_row), 1, 2)))
             acc1a = Signal(acc_shape, reset_less=True, name=f"acc1a_{j}")
             bias1a = Signal(acc_shape, reset_less=True, name=f"bias1a_{j}")
-            rq1a = Signal(p.mult_bits + p.shift_bits, reset_less=True, name=f"rq1a_{j}")
+            rq1a = Signal(rq_layout, reset_less=True, name=f"rq1a_{j}")
             m.d.sync += [bias1a.eq(bias_rp[j].data), rq1a.eq(rq_rp[j].data)]
             if p.mem_out_logic:
                 # the register takes the write one cycle ahead (fwd1 now, fwd2 at F1a) itself
@@ -455,8 +464,8 @@ class PE(wiring.Component):
             fin_src = [fwd1, acc1a] if p.mem_out_logic else [fwd1, fwd2, acc1a]
             m.d.sync += [s2.eq(Array(fin_src)[(src1a != 0) if p.mem_out_logic else src1a]
                                + bias1a),
-                         mult2.eq(rq1a[:p.mult_bits]),
-                         sh2.eq(rq1a[p.mult_bits:] - 1)]
+                         mult2.eq(rq1a.mult),
+                         sh2.eq(rq1a.shift - 1)]
             sum2.append(s2)
             # F2p: two partial products, each one hardware multiplier with a registered
             # output: sum = hi * 2**16 + lo (lo unsigned), so sum * M = (hi*M) * 2**16 + lo*M

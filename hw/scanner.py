@@ -31,7 +31,7 @@ from amaranth.hdl import Array, Module, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from ..sw.params import HwParams
+from ..spec import HwParams
 from .pe import bank_depth, col_layout
 
 __all__ = ["Scanner"]
@@ -42,7 +42,7 @@ class Scanner(wiring.Component):
 
     Parameters
     ----------
-    params : :class:`~zeroskip.sw.params.HwParams`
+    params : :class:`~zeroskip.spec.HwParams`
 
     Members
     -------

@@ -17,14 +17,13 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
 from zeroskip.sim.streams import StreamSink, StreamSource
-
-COUNTERS = ("cycles", "useful_macs", "entries", "skipped_acts")
+from zeroskip.spec import COUNTER_NAMES, PE_COUNTER_NAMES
 
 
 def _read_counters(dut, pes: int) -> dict:
-    c = {k: int(getattr(dut, k).value) for k in COUNTERS}
-    c["pe_busy"] = [int(getattr(dut, f"pe_busy__{i}").value) for i in range(pes)]
-    c["pe_stall"] = [int(getattr(dut, f"pe_stall__{i}").value) for i in range(pes)]
+    c = {k: int(getattr(dut, k).value) for k in COUNTER_NAMES}
+    c.update({k: [int(getattr(dut, f"{k}__{i}").value) for i in range(pes)]
+              for k in PE_COUNTER_NAMES})
     return c
 
 

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..spec import HwParams
 from ..sw.cycles import predict
 from ..sw.pack import pack_model
-from ..sw.params import HwParams
 from ..sw.ref import run_model
 from .cases import random_inputs, random_model
 from .verilated import Case, run_cases

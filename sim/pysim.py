@@ -15,6 +15,7 @@ import numpy as np
 from amaranth.sim import Simulator
 
 from ..hw.accel import Accelerator
+from ..spec import COUNTER_NAMES, PE_COUNTER_NAMES
 from ..sw.image import encode_commands, load_commands
 from ..sw.pack import PackedModel
 
@@ -49,9 +50,6 @@ class RunResult:
     counters: list[dict] = field(default_factory=list)
 
 
-COUNTERS = ("cycles", "useful_macs", "entries", "skipped_acts")
-
-
 def run_pysim(pm: PackedModel, inputs, *, skip_zero_acts: bool = True, idle: float = 0.0,
               backpressure: float = 0.0, seed: int = 0, vcd: str | None = None,
               dut: Accelerator | None = None) -> RunResult:
@@ -76,9 +74,8 @@ def run_pysim(pm: PackedModel, inputs, *, skip_zero_acts: bool = True, idle: flo
             result.outputs.append([int(v) for v in pm.from_hw_order(np.array(outs))])
             while ctx.get(dut.busy):
                 await ctx.tick()
-            c = {k: ctx.get(getattr(dut, k)) for k in COUNTERS}
-            c["pe_busy"] = [ctx.get(x) for x in dut.pe_busy]
-            c["pe_stall"] = [ctx.get(x) for x in dut.pe_stall]
+            c = {k: ctx.get(getattr(dut, k)) for k in COUNTER_NAMES}
+            c.update({k: [ctx.get(x) for x in getattr(dut, k)] for k in PE_COUNTER_NAMES})
             result.counters.append(c)
 
     sim = Simulator(dut)

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from ..hw.accel import Accelerator
+from ..spec import HwParams
 from ..sw.image import encode_commands, load_commands
 from ..sw.pack import PackedModel
-from ..sw.params import HwParams
 from .runner import SimulationFailed, run_cocotb
 
 __all__ = ["Case", "CaseResult", "run_cases", "SimulationFailed"]

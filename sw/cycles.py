@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..spec import HwParams
 from .pack import PackedModel, local_rows
-from .params import HwParams
 from .ref import run_model
 
 __all__ = ["LayerCycles", "predict_layer", "predict", "useful_macs", "dense_macs"]

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..spec import HwParams
 from .errors import ZeroskipError
 from .pack import PackedModel, pack_model, read_model, to_bytes
-from .params import HwParams
 from .quant import QLayer, QModel, fit_requant
 from .ref import run_layer, run_model
 

@@ -12,28 +12,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .pack import PackedModel, local_rows
-from .params import (
+from ..spec import (
+    BIAS_WORD,
     CFG_FLAGS,
+    CFG_FLAGS_WORD,
     CFG_LAYERS,
-    DESC_FIELDS,
     DESC_FLAGS,
+    DESC_FLAGS_WORD,
     DESC_IN,
     DESC_OUT,
     DESC_PTR_BASE,
     DESC_ROW_BASE,
-    FLAG_SKIP_ZERO_ACTS,
-    LDESC_REQUANT,
     MEM_BIAS,
     MEM_CFG,
     MEM_DESC,
     MEM_ENTRY,
     MEM_PTR,
     MEM_RQ,
-    PTR_EMPTY_BIT,
+    PTR_WORD,
+    RQ_WORD,
     HwParams,
+    desc_addr,
+    encode,
     load_layout,
+    pack_fields,
 )
+from .pack import PackedModel, local_rows
 
 __all__ = ["LoadCmd", "load_commands", "encode_commands", "layer_bases"]
 
@@ -60,23 +64,22 @@ def load_commands(pm: PackedModel, skip_zero_acts: bool = True) -> list[LoadCmd]
     """Every write needed to load ``pm`` (configuration, descriptors, streams, parameters)."""
     p = pm.params
     cmds = [LoadCmd(MEM_CFG, 0, CFG_LAYERS, len(pm.layers)),
-            LoadCmd(MEM_CFG, 0, CFG_FLAGS, FLAG_SKIP_ZERO_ACTS if skip_zero_acts else 0)]
+            LoadCmd(MEM_CFG, 0, CFG_FLAGS,
+                    encode(CFG_FLAGS_WORD, skip_zero_acts=int(skip_zero_acts)))]
     entry_base = [0] * p.pes
     for li, (pl, (ptr_base, row_base)) in enumerate(zip(pm.layers, layer_bases(pm))):
         q = pl.q
-        d = li * DESC_FIELDS
-        cmds += [LoadCmd(MEM_DESC, 0, d + DESC_IN, q.in_features),
-                 LoadCmd(MEM_DESC, 0, d + DESC_OUT, q.out_features),
-                 LoadCmd(MEM_DESC, 0, d + DESC_PTR_BASE, ptr_base),
-                 LoadCmd(MEM_DESC, 0, d + DESC_ROW_BASE, row_base),
-                 LoadCmd(MEM_DESC, 0, d + DESC_FLAGS, LDESC_REQUANT if q.requant else 0)]
+        cmds += [LoadCmd(MEM_DESC, 0, desc_addr(p, li, field), value) for field, value in (
+            (DESC_IN, q.in_features), (DESC_OUT, q.out_features), (DESC_PTR_BASE, ptr_base),
+            (DESC_ROW_BASE, row_base),
+            (DESC_FLAGS, encode(DESC_FLAGS_WORD, requant=int(bool(q.requant)))))]
         for pe in range(p.pes):
             ptrs = pl.ptrs[pe].astype(np.int64) + entry_base[pe]
             # each pointer word also says whether its column is empty in this PE (the
             # hardware then needs no compare of the two pointers)
             empty = np.append(ptrs[1:] == ptrs[:-1], False)
-            cmds += [LoadCmd(MEM_PTR, pe, ptr_base + j, int(v) | int(e) << PTR_EMPTY_BIT)
-                     for j, (v, e) in enumerate(zip(ptrs, empty))]
+            words = pack_fields(PTR_WORD, addr=ptrs, empty=empty.astype(np.int64))
+            cmds += [LoadCmd(MEM_PTR, pe, ptr_base + j, int(v)) for j, v in enumerate(words)]
             cmds += [LoadCmd(MEM_ENTRY, pe, entry_base[pe] + k, int(v))
                      for k, v in enumerate(pl.entries[pe])]
             entry_base[pe] += len(pl.entries[pe])
@@ -84,8 +87,10 @@ def load_commands(pm: PackedModel, skip_zero_acts: bool = True) -> list[LoadCmd]
             assert len(rows) == local_rows(q.out_features, p.pes, pe)
             for l, r_hw in enumerate(rows):
                 r = int(pl.perm[r_hw])      # the original row this hardware row computes
-                cmds.append(LoadCmd(MEM_BIAS, pe, row_base + l, int(q.bias[r]) & 0xFFFFFFFF))
-                rq = (int(q.mult[r]) | int(q.shift[r]) << 16) if q.requant else 0
+                cmds.append(LoadCmd(MEM_BIAS, pe, row_base + l,
+                                    encode(BIAS_WORD, bias=int(q.bias[r]))))
+                rq = (encode(RQ_WORD, mult=int(q.mult[r]), shift=int(q.shift[r]))
+                      if q.requant else 0)
                 cmds.append(LoadCmd(MEM_RQ, pe, row_base + l, rq))
     return cmds
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..spec import HwParams, ParamError, entry_layout, pack_fields, unpack_field
 from .errors import FitError, FormatError
-from .params import HwParams, ParamError
 from .quant import QLayer, QModel
 
 __all__ = ["MAGIC", "VERSION", "PackedLayer", "PackedModel", "pack_layer", "pack_model",
@@ -261,13 +261,13 @@ def pack_layer(q: QLayer, params: HwParams, dense: bool = False, perm=None,
     w = layer.hw_weight()
     out_f, in_f = w.shape
     P, maxd = params.pes, params.max_delta
-    wb = params.weight_bits
-    wmask = (1 << wb) - 1
+    elay = entry_layout(params)
     ptrs, entries = [], []
     for p in range(P):
         sub = w[p::P, :]                      # local rows of PE p, (rows_p, in)
         ptr = np.zeros(in_f + 1, dtype=np.uint32)
-        ent: list[int] = []
+        deltas: list[int] = []
+        weights: list[int] = []
         for j in range(in_f):
             col = sub[:, j]
             rows = np.arange(len(col)) if dense else np.flatnonzero(col)
@@ -275,13 +275,18 @@ def pack_layer(q: QLayer, params: HwParams, dense: bool = False, perm=None,
             for r in rows:
                 gap = int(r) - prev - 1
                 while gap > maxd:             # filler: lands on a row, adds 0
-                    ent.append(maxd << wb)
+                    deltas.append(maxd)
+                    weights.append(0)
                     gap -= maxd + 1
                     prev += maxd + 1
-                ent.append((gap << wb) | (int(col[r]) & wmask))
+                deltas.append(gap)
+                weights.append(int(col[r]))
                 prev = int(r)
-            ptr[j + 1] = len(ent)
+            ptr[j + 1] = len(deltas)
         ptrs.append(ptr)
+        # the entries' bits, laid out by entry_layout (zeroskip/spec.py)
+        ent = pack_fields(elay, delta=np.asarray(deltas, dtype=np.int64),
+                          weight=np.asarray(weights, dtype=np.int64))
         entries.append(np.asarray(ent, dtype=np.uint16))
     layer.ptrs, layer.entries = ptrs, entries
     return layer
@@ -290,7 +295,7 @@ def pack_layer(q: QLayer, params: HwParams, dense: bool = False, perm=None,
 def unpack_layer(ptrs, entries, out_features: int, in_features: int, params: HwParams,
                  where: str = "layer") -> np.ndarray:
     """Decode per-PE streams back into the dense int8 weight matrix, validating every index."""
-    P, wb = params.pes, params.weight_bits
+    P, elay = params.pes, entry_layout(params)
     w = np.zeros((out_features, in_features), dtype=np.int8)
     for p in range(P):
         ptr, ent = np.asarray(ptrs[p], dtype=np.int64), np.asarray(entries[p], dtype=np.int64)
@@ -301,12 +306,11 @@ def unpack_layer(ptrs, entries, out_features: int, in_features: int, params: HwP
         if ptr[0] != 0 or np.any(np.diff(ptr) < 0) or ptr[-1] != ent.size:
             raise FormatError(f"{where}: PE {p} column pointers are not monotone from 0 to "
                               f"its {ent.size} entries")
-        if np.any(ent >> params.entry_bits):
+        if np.any(ent >> elay.size):
             raise FormatError(f"{where}: PE {p} has entries with bits above bit "
-                              f"{params.entry_bits - 1} set")
-        deltas = ent >> wb
-        weights = ent & ((1 << wb) - 1)
-        weights = np.where(weights >= 1 << (wb - 1), weights - (1 << wb), weights)
+                              f"{elay.size - 1} set")
+        deltas = unpack_field(elay, ent, "delta")
+        weights = unpack_field(elay, ent, "weight")
         for j in range(in_features):
             a, b = int(ptr[j]), int(ptr[j + 1])
             if a == b:

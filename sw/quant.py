@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..spec import HwParams
 from .errors import ZeroskipError
 from .geometry import Geometry
-from .params import HwParams
 
 __all__ = ["QLayer", "QModel", "QuantError", "quantize_mlp", "fit_requant",
            "quantize_weight", "extract_fc_stack"]

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zeroskip.sim.cases import random_inputs, random_model
+from zeroskip.spec import HwParams
 from zeroskip.sw.pack import (
     _balance_objective,
     _lpt_assign,
@@ -19,7 +20,6 @@ from zeroskip.sw.pack import (
     pack_model,
     to_bytes,
 )
-from zeroskip.sw.params import HwParams
 from zeroskip.sw.ref import run_model
 
 

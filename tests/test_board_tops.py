@@ -16,7 +16,7 @@ from zeroskip.boards.tops import (
     make_top,
 )
 from zeroskip.hw.uart import uart_divisor
-from zeroskip.sw.params import HwParams, load_layout
+from zeroskip.spec import HwParams, load_layout
 
 
 @pytest.mark.parametrize("board", sorted(BOARDS))

@@ -10,9 +10,9 @@ import pytest
 from zeroskip.hw.accel import Accelerator
 from zeroskip.sim.cases import random_inputs, random_model
 from zeroskip.sim.pysim import run_pysim
+from zeroskip.spec import HwParams
 from zeroskip.sw.cycles import dense_macs, predict, useful_macs
 from zeroskip.sw.pack import from_bytes, pack_model, to_bytes
-from zeroskip.sw.params import HwParams
 from zeroskip.sw.ref import run_model
 
 

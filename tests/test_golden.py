@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import pytest
 
+from zeroskip.spec import decode_entry
 from zeroskip.sw import golden
 from zeroskip.sw.golden import GOLDEN_DIR, GOLDEN_MODELS
 from zeroskip.sw.pack import read_model, to_bytes
-from zeroskip.sw.params import decode_entry
 from zeroskip.sw.ref import run_model
 
 

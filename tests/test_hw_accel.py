@@ -10,8 +10,8 @@ from amaranth.sim import Simulator
 from zeroskip.hw.accel import Accelerator
 from zeroskip.sim.cases import random_inputs, random_model
 from zeroskip.sim.pysim import run_pysim
+from zeroskip.spec import HwParams
 from zeroskip.sw.pack import pack_model
-from zeroskip.sw.params import HwParams
 from zeroskip.sw.ref import run_model
 
 pytestmark = pytest.mark.sim

@@ -12,8 +12,8 @@ from amaranth.sim import Simulator
 
 from zeroskip.hw.pe import PE
 from zeroskip.sim.cases import random_layer
+from zeroskip.spec import MEM_BIAS, MEM_ENTRY, MEM_PTR, MEM_RQ, PTR_EMPTY_BIT, HwParams
 from zeroskip.sw.pack import pack_layer
-from zeroskip.sw.params import MEM_BIAS, MEM_ENTRY, MEM_PTR, MEM_RQ, PTR_EMPTY_BIT, HwParams
 from zeroskip.sw.ref import requantize, run_layer
 
 pytestmark = pytest.mark.sim

@@ -10,9 +10,9 @@ import pytest
 
 from zeroskip.sim.cases import random_inputs, random_model
 from zeroskip.sim.pysim import run_pysim
+from zeroskip.spec import HwParams
 from zeroskip.sw.cycles import predict
 from zeroskip.sw.pack import pack_model
-from zeroskip.sw.params import HwParams
 from zeroskip.sw.ref import run_model
 
 pytestmark = pytest.mark.sim

@@ -23,7 +23,7 @@ from amaranth.sim import Simulator
 
 from zeroskip.hw.pe import bank_depth
 from zeroskip.hw.scanner import Scanner
-from zeroskip.sw.params import HwParams
+from zeroskip.spec import HwParams
 
 pytestmark = pytest.mark.sim
 

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from zeroskip.spec import HwParams, decode_entry
 from zeroskip.sw import pack
 from zeroskip.sw.errors import FitError, FormatError
 from zeroskip.sw.pack import (
@@ -22,7 +23,6 @@ from zeroskip.sw.pack import (
     unpack_layer,
     write_model,
 )
-from zeroskip.sw.params import HwParams, decode_entry
 from zeroskip.sw.quant import QLayer, QModel
 
 # ----------------------------------------------------------------------------- strategies

@@ -6,8 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zeroskip.sw.errors import ZeroskipError
-from zeroskip.sw.params import (
+from zeroskip.spec import (
     HwParams,
     ParamError,
     decode_entry,
@@ -15,6 +14,7 @@ from zeroskip.sw.params import (
     entry_layout,
     load_layout,
 )
+from zeroskip.sw.errors import ZeroskipError
 
 
 @st.composite

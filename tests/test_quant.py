@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from zeroskip.sw.params import HwParams
+from zeroskip.spec import HwParams
 from zeroskip.sw.quant import QuantError, fit_requant, quantize_mlp, quantize_weight
 from zeroskip.sw.ref import run_model
 

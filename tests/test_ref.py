@@ -8,9 +8,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from zeroskip.spec import HwParams
 from zeroskip.sw.errors import ZeroskipError
 from zeroskip.sw.pack import pack_model
-from zeroskip.sw.params import HwParams
 from zeroskip.sw.quant import QLayer, QModel
 from zeroskip.sw.ref import RefError, requantize, run_layer, run_model
 

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from zeroskip.sim.cases import edge_models, random_inputs, random_model
+from zeroskip.spec import HwParams
 from zeroskip.sw.pack import pack_model, read_model
-from zeroskip.sw.params import HwParams
 from zeroskip.sw.ref import run_model
 
 pytestmark = pytest.mark.sim

@@ -30,9 +30,9 @@ from zeroskip.hw.link import (
 from zeroskip.hw.uart import UARTRx, UARTTx, uart_divisor
 from zeroskip.sim.cases import random_inputs, random_model
 from zeroskip.sim.pysim import stream_get, stream_put
+from zeroskip.spec import HwParams, load_layout
 from zeroskip.sw.image import encode_commands, load_commands
 from zeroskip.sw.pack import pack_model
-from zeroskip.sw.params import HwParams, load_layout
 from zeroskip.sw.ref import run_model
 
 pytestmark = pytest.mark.sim

@@ -16,8 +16,8 @@ import zlib
 
 import numpy as np
 
+from zeroskip.spec import HwParams, decode_entry
 from zeroskip.sw.pack import from_bytes, pack_model, to_bytes
-from zeroskip.sw.params import HwParams, decode_entry
 from zeroskip.sw.quant import QLayer, QModel
 from zeroskip.sw.ref import run_model
 

@@ -30,7 +30,7 @@ class CliError(ZeroskipError):
 
 
 def _params_args(p: argparse.ArgumentParser) -> None:
-    from zeroskip.sw.params import HwParams
+    from zeroskip.spec import HwParams
     d = HwParams()
     g = p.add_argument_group("hardware parameters")
     g.add_argument("--pes", type=int, default=d.pes, help=f"PEs (default {d.pes})")
@@ -47,7 +47,7 @@ def _params_args(p: argparse.ArgumentParser) -> None:
 
 
 def _params(args):
-    from zeroskip.sw.params import HwParams
+    from zeroskip.spec import HwParams
     return HwParams(pes=args.pes, index_bits=args.index_bits, entry_depth=args.entry_depth,
                     ptr_depth=args.ptr_depth, row_depth=args.row_depth, act_depth=args.act_depth)
 

@@ -28,10 +28,10 @@ def _say(msg: str) -> None:
 def run_demo(images: int | None = None, sparsity: float = 0.9, pes: int = 8, seed: int = 0,
              quick: bool = False, out_dir: str | Path = "build/demo") -> int:
     from zeroskip.sim.verilated import Case, run_cases
+    from zeroskip.spec import HwParams
     from zeroskip.sw import data, models, prune, train
     from zeroskip.sw.errors import ZeroskipError
     from zeroskip.sw.pack import pack_model, write_model
-    from zeroskip.sw.params import HwParams
     from zeroskip.sw.quant import quantize_mlp
     from zeroskip.sw.ref import run_model
 
