@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import cocotb
 from cocotb.clock import Clock
@@ -52,6 +53,26 @@ async def _wait_idle(dut, max_cycles: int) -> None:
     raise AssertionError(f"still busy after {max_cycles} cycles")
 
 
+class _Progress:
+    """Inputs done so far, written (at most every 0.2 s) to the job's progress file if any."""
+
+    def __init__(self, path: str | None):
+        self.path, self.done, self.last = path, 0, 0.0
+
+    def step(self) -> None:
+        self.done += 1
+        if time.monotonic() - self.last >= 0.2:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.path:
+            self.last = time.monotonic()
+            tmp = self.path + ".tmp"
+            with open(tmp, "w") as f:
+                f.write(str(self.done))
+            os.replace(tmp, self.path)
+
+
 @cocotb.test()
 async def run_job(dut):
     """Every case of the job: load, run each input, compare with the reference."""
@@ -68,6 +89,7 @@ async def run_job(dut):
     await RisingEdge(dut.clk)
 
     results, mismatches = [], []
+    progress = _Progress(job.get("progress"))
     for ci, case in enumerate(job["cases"]):
         idle, bp = case.get("idle", 0.0), case.get("backpressure", 0.0)
         await StreamSource(dut, "load", idle).send(case["words"])
@@ -83,6 +105,7 @@ async def run_job(dut):
             counters.append(_read_counters(dut, pes))  # still in ReadOnly
             await RisingEdge(dut.clk)
             outs.append(got)
+            progress.step()
             exp = case.get("expected")
             if exp is not None:
                 for k, (g, e) in enumerate(zip(got, exp[vi])):
@@ -90,6 +113,7 @@ async def run_job(dut):
                         mismatches.append(f"case {ci} ({case.get('name', '')}) input {vi} "
                                           f"output {k}: RTL {g}, reference {e}")
         results.append({"outputs": outs, "counters": counters})
+    progress.flush()
     with open(job["result"], "w") as f:
         json.dump({"cases": results}, f)
     assert not mismatches, "RTL differs from the reference:\n" + "\n".join(mismatches)

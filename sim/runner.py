@@ -3,8 +3,10 @@
 One function, :func:`run_cocotb`, does the whole round trip:
 
 1. converts an Amaranth component (or takes Verilog text / a Verilog file) to Verilog,
-2. compiles it with Verilator into ``build/sim/<name>-<hash>/``, skipping the compile when the
-   same Verilog was already compiled there with the same options (Verilator takes 20-60 s),
+2. compiles it with Verilator into ``<build root>/<name>-<hash>/``, skipping the compile when the
+   same Verilog was already compiled there with the same options (Verilator takes 20-60 s).
+   Given a ``source_key`` (a digest of everything the Verilog is made from), even the
+   Verilog conversion is skipped when that key was already compiled,
 3. runs a cocotb test module against it with a given seed, and
 4. raises :class:`AssertionError` listing the failing cocotb tests, the seed that reproduces
    the run and the path of the waveform file if anything fails.
@@ -14,7 +16,9 @@ they are not already), so the tests also run outside ``nox``.
 
 Environment variables:
     ``ZEROSKIP_SEED``       seed used when the caller passes none (default: random, printed)
-    ``ZEROSKIP_SIM_BUILD``  root of the build directories (default ``<repo>/build/sim``)
+    ``ZEROSKIP_SIM_BUILD``  root of the build directories (default: the user cache directory,
+                            ``platformdirs.user_cache_dir("zeroskip")/sim``, e.g.
+                            ``~/.cache/zeroskip/sim`` on Linux; never the source checkout)
     ``WAVES``               cocotb's own switch, overrides the ``waves`` argument (0 or 1)
 """
 
@@ -30,14 +34,24 @@ import random
 import re
 import shutil
 import subprocess
+import threading
+import time
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["SimulationFailed", "ensure_verilator", "run_cocotb", "sim_build_root"]
+__all__ = ["SimulationFailed", "ensure_verilator", "run_cocotb", "sim_build_root", "stats"]
 
 # Bump when the way we invoke Verilator changes, so stale builds are not reused.
 _BUILD_RECIPE = 2
+
+#: What this process did so far: ``conversions`` (Amaranth to Verilog) and ``builds``
+#: (Verilator compiles). A second run of an unchanged design adds to neither.
+stats = {"conversions": 0, "builds": 0}
+
+#: ``progress(phase, elapsed_seconds)``: called about twice a second while a phase runs;
+#: phases are ``"verilog"`` (Amaranth conversion), ``"build"`` (Verilator) and ``"test"``.
+Progress = Callable[[str, float], None]
 
 
 _SRC_ATTR = re.compile(r'\(\* src = "[^"]*" \*\)')
@@ -47,20 +61,41 @@ class SimulationFailed(AssertionError):
     """A cocotb run failed; the message says which tests, the seed and where the waves are."""
 
 
-def _repo_root() -> Path | None:
-    here = Path(__file__).resolve().parent.parent
-    if (here / "pyproject.toml").exists():
-        return here
-    return None
-
-
 def sim_build_root() -> Path:
-    """Root directory under which every simulation build gets its own directory."""
+    """Root directory under which every simulation build gets its own directory.
+
+    ``$ZEROSKIP_SIM_BUILD`` when set, otherwise ``sim`` in the user cache directory
+    (``platformdirs.user_cache_dir("zeroskip")``).
+    """
     override = os.environ.get("ZEROSKIP_SIM_BUILD")
     if override:
-        return Path(override).resolve()
-    root = _repo_root() or Path.cwd()
-    return root / "build" / "sim"
+        return Path(override).expanduser().resolve()
+    from platformdirs import user_cache_dir
+    return Path(user_cache_dir("zeroskip")) / "sim"
+
+
+@contextlib.contextmanager
+def _ticking(progress: Progress | None, phase: str, period: float = 0.5):
+    """Call ``progress(phase, elapsed)`` now, every ``period`` s from a thread, and at the end."""
+    if progress is None:
+        yield
+        return
+    t0 = time.monotonic()
+    done = threading.Event()
+
+    def tick():
+        while not done.wait(period):
+            progress(phase, time.monotonic() - t0)
+
+    progress(phase, 0.0)
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        progress(phase, time.monotonic() - t0)
 
 
 def ensure_verilator() -> str:
@@ -215,6 +250,10 @@ def run_cocotb(
     build_args: Sequence[str] = (),
     timescale: tuple[str, str] = ("1ns", "1ps"),
     build_dir: str | os.PathLike | None = None,
+    source_key: str | None = None,
+    run_dir: str | os.PathLike | None = None,
+    progress: Progress | None = None,
+    quiet: bool = False,
 ) -> Path:
     """Compile ``design`` with Verilator and run the cocotb tests in ``test_module`` on it.
 
@@ -249,28 +288,46 @@ def run_cocotb(
     build_args:
         extra Verilator arguments.
     build_dir:
-        explicit build directory (overrides the ``build/sim/<name>-<hash>`` scheme).
+        explicit build directory (overrides the ``<build root>/<name>-<hash>`` scheme).
+    source_key:
+        a digest of everything ``design`` is made from (its source files and parameters). With
+        it, the build is keyed by this digest instead of the Verilog text, and ``design`` is
+        converted to Verilog only when no build for this key exists yet.
+    run_dir:
+        where the run's log, results and waves go (default: a directory in the build directory
+        keyed by the tests and the pytest test id, overwritten by the next such run).
+    progress:
+        called as ``progress(phase, elapsed)`` while the conversion, the build and the test run
+        (see :data:`Progress`).
+    quiet:
+        do not print the build directory and seed line.
 
     Returns the path of the results xUnit file. Raises :class:`SimulationFailed` (an
     ``AssertionError``) when any cocotb test fails or the simulator crashes.
     """
     ensure_verilator()
-    verilog_text = _to_verilog(design, toplevel, ports)
     waves = os.environ.get("WAVES", "1" if waves else "0").strip() not in ("0", "", "false")
     seed = _resolve_seed(seed)
     name = name or toplevel
     modules = [test_module] if isinstance(test_module, str) else list(test_module)
+    fst = waves and _fst_supported()
+    options = [_BUILD_RECIPE, toplevel, list(build_args), list(timescale), waves, fst]
 
-    # Source-location attributes change whenever a Python line moves: not a reason to recompile.
-    build_key = _digest(
-        _BUILD_RECIPE,
-        toplevel,
-        _SRC_ATTR.sub("", verilog_text),
-        list(build_args),
-        list(timescale),
-        waves,
-        waves and _fst_supported(),
-    )
+    verilog_text: str | None = None
+
+    def convert() -> str:
+        with _ticking(progress, "verilog"):
+            text = _to_verilog(design, toplevel, ports)
+        stats["conversions"] += 1
+        return text
+
+    if source_key is None:
+        verilog_text = convert()
+        # Source-location attributes change whenever a Python line moves: not a reason to
+        # recompile.
+        build_key = _digest(*options, _SRC_ATTR.sub("", verilog_text))
+    else:
+        build_key = _digest(*options, "source-key", source_key)
     if build_dir is None:
         dir_key = _digest(dict(params)) if params is not None else build_key
         build_path = sim_build_root() / f"{name}-{dir_key[:12]}"
@@ -281,7 +338,6 @@ def run_cocotb(
     stamp = build_path / "zeroskip-build.stamp"
 
     runner = _runner_class()()
-    fst = waves and _fst_supported()
     all_build_args = ["-Wno-fatal", *(["--trace-structs"] if waves else [])]
     all_build_args += ["--trace-fst"] if fst else []
     all_build_args += list(build_args)
@@ -290,20 +346,23 @@ def run_cocotb(
         up_to_date = exe.exists() and stamp.exists() and stamp.read_text() == build_key
         if not up_to_date:
             stamp.unlink(missing_ok=True)
+            if verilog_text is None:
+                verilog_text = convert()
             src.write_text(verilog_text)
         runner.reuse = up_to_date
         build_log = build_path / "build.log"
         try:
-            runner.build(
-                sources=[src],
-                hdl_toplevel=toplevel,
-                build_dir=build_path,
-                build_args=all_build_args,
-                timescale=timescale,
-                waves=waves,
-                always=True,
-                log_file=None if up_to_date else build_log,
-            )
+            with contextlib.nullcontext() if up_to_date else _ticking(progress, "build"):
+                runner.build(
+                    sources=[src],
+                    hdl_toplevel=toplevel,
+                    build_dir=build_path,
+                    build_args=all_build_args,
+                    timescale=timescale,
+                    waves=waves,
+                    always=True,
+                    log_file=None if up_to_date else build_log,
+                )
         except RuntimeError as exc:
             tail = "\n".join(build_log.read_text(errors="replace").splitlines()[-30:])
             raise SimulationFailed(
@@ -311,12 +370,15 @@ def run_cocotb(
             ) from None
         if not up_to_date:
             stamp.write_text(build_key)
+            stats["builds"] += 1
 
     # One run directory per set of tests
     # (overwritten by the next run of the same tests: the seed in the message reproduces it).
     # Keyed by the pytest test id too, so that two tests sharing a build never share a run dir.
-    test_id = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
-    run_dir = build_path / f"run-{_digest(modules, testcase, test_id)[:8]}"
+    if run_dir is None:
+        test_id = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0]
+        run_dir = build_path / f"run-{_digest(modules, testcase, test_id)[:8]}"
+    run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     waves_file = run_dir / ("waves.fst" if fst else "waves.vcd")
     results_xml = run_dir / "results.xml"
@@ -324,26 +386,28 @@ def run_cocotb(
     if params is not None:
         env["ZEROSKIP_PARAMS"] = json.dumps(dict(params), sort_keys=True, default=str)
     repro = f"ZEROSKIP_SEED={seed}"
-    print(f"[zeroskip.sim] {name}: build {build_path}, seed {seed} (reproduce: {repro})")
+    if not quiet:
+        print(f"[zeroskip.sim] {name}: build {build_path}, seed {seed} (reproduce: {repro})")
 
     # Under pytest, cocotb's runner calls sys.exit() on failure; we turn that into a readable
     # assertion. The results file tells which tests failed.
     crashed: BaseException | None = None
     try:
-        runner.test(
-            test_module=",".join(modules),
-            hdl_toplevel=toplevel,
-            build_dir=build_path,
-            test_dir=run_dir,
-            seed=seed,
-            waves=waves,
-            testcase=testcase,
-            extra_env=env,
-            results_xml=str(results_xml),
-            test_args=["--trace-file", str(waves_file)] if waves else [],
-            timescale=timescale,
-            log_file=run_dir / "sim.log",
-        )
+        with _ticking(progress, "test"):
+            runner.test(
+                test_module=",".join(modules),
+                hdl_toplevel=toplevel,
+                build_dir=build_path,
+                test_dir=run_dir,
+                seed=seed,
+                waves=waves,
+                testcase=testcase,
+                extra_env=env,
+                results_xml=str(results_xml),
+                test_args=["--trace-file", str(waves_file)] if waves else [],
+                timescale=timescale,
+                log_file=run_dir / "sim.log",
+            )
     except SystemExit as exc:  # raised by cocotb_tools.runner on failures
         crashed = exc
 

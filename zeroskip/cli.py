@@ -207,19 +207,94 @@ def cmd_ref(args) -> int:
     return 0
 
 
+def _save_npy_atomic(path: str, arr: np.ndarray) -> None:
+    """``np.save`` to exactly ``path`` (no ``.npy`` appended) through a temporary file + rename,
+    so a failed write never leaves a truncated file in place of a good one."""
+    import os
+    import tempfile
+    target = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    except OSError as e:
+        raise CliError(f"{path}: cannot write ({e.strerror})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, arr)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, target)
+    except OSError as e:
+        raise CliError(f"{path}: cannot write ({e.strerror})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _read_labels(path: str, n: int) -> np.ndarray:
+    try:
+        y = np.load(path)
+    except (OSError, ValueError) as e:
+        raise CliError(f"{path}: cannot read an .npy array ({e})") from None
+    if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
+        raise CliError(f"{path}: labels must be a 1-d integer array, not {y.dtype} {y.shape}")
+    if len(y) != n:
+        raise CliError(f"{path}: {len(y)} labels for {n} inputs")
+    return y.astype(np.int64)
+
+
 def cmd_run(args) -> int:
-    from zeroskip.sim.verilated import Case, run_cases
-    from zeroskip.sw.pack import read_model
+    from zeroskip.sim.verilated import Case, ConsoleProgress, SimulationFailed, run_cases
+    from zeroskip.sw.pack import FitError, pack_model, read_model
     from zeroskip.sw.ref import run_model
     pm = read_model(args.file)
     x = _read_inputs(args.input, pm.layers[0].q.in_features, args.float, pm.input_scale)
+    labels = None if args.labels is None else _read_labels(args.labels, len(x))
+    if args.out is not None:
+        out_dir = Path(args.out).parent
+        if not out_dir.is_dir():
+            raise CliError(f"{args.out}: directory {out_dir} does not exist")
+        if Path(args.out).is_dir():
+            raise CliError(f"{args.out}: is a directory")
     exp = run_model(pm, x).numpy()
-    print(f"running {len(x)} input(s) on the Verilated RTL ({pm.params.pes} PEs)...",
-          file=sys.stderr)
-    res = run_cases(pm.params, [Case(pm, x, exp, name=args.file)], seed=args.seed)[0]
-    cycles = [c["cycles"] for c in res.counters]
-    print(f"bit-exact: {bool(np.array_equal(res.outputs, exp))} on {len(x)} input(s); "
-          f"cycles per inference: mean {np.mean(cycles):.1f}, max {max(cycles)}")
+    cases = [Case(pm, x, exp, name=args.file)]
+    if args.compare_dense:
+        try:
+            dense = pack_model(pm.qmodel(), pm.params, dense=True)
+        except FitError as e:
+            raise CliError(f"--compare-dense: the dense packing does not fit the hardware "
+                           f"the file was packed for ({e})") from None
+        cases.append(Case(dense, x, exp, skip_zero_acts=False, name=f"{args.file} (dense)"))
+    print(f"running {len(x)} input(s){' twice (sparse, dense)' if args.compare_dense else ''} "
+          f"on the Verilated RTL ({pm.params.pes} PEs)", file=sys.stderr)
+    status = ConsoleProgress()
+    try:
+        results = run_cases(pm.params, cases, seed=args.seed, progress=status)
+    except SimulationFailed as e:
+        status.close()
+        raise CliError(f"the RTL simulation failed: {e}") from None
+    except RuntimeError as e:  # Verilator missing
+        status.close()
+        raise CliError(str(e)) from None
+    status.close()
+    res = results[0]
+    bit_exact = all(np.array_equal(r.outputs, exp) for r in results)
+    cycles = np.array([c["cycles"] for c in res.counters], dtype=np.float64)
+    runs = f"{len(x)} input(s)" + (" (sparse and dense)" if args.compare_dense else "")
+    print(f"bit-exact: {bit_exact} on {runs}; "
+          f"cycles per inference: mean {cycles.mean():.1f}, max {int(cycles.max())}")
+    if labels is not None:
+        acc = float((res.outputs.argmax(1) == labels).mean())
+        print(f"accuracy: {acc:.2%} on {len(labels)} labelled input(s)")
+    if args.compare_dense:
+        dcyc = np.array([c["cycles"] for c in results[1].counters], dtype=np.float64)
+        print(f"dense (same hardware, dense packing, no activation skipping): "
+              f"{dcyc.mean():.1f} cycles per inference; speedup {dcyc.mean() / cycles.mean():.2f}x")
+    if args.out is not None:
+        _save_npy_atomic(args.out, res.outputs)
+        print(f"wrote {args.out}: {res.outputs.shape[0]} x {res.outputs.shape[1]} outputs")
     return 0
 
 
@@ -227,6 +302,32 @@ def cmd_demo(args) -> int:
     from zeroskip.demo import run_demo
     return run_demo(images=args.images, sparsity=args.sparsity, pes=args.pes, seed=args.seed,
                     quick=args.quick)
+
+
+_RUN_EPILOG = """\
+The simulator is compiled once per hardware configuration (PEs, widths, depths) and reused by
+every model and every later call; the model is loaded at run time. The first build of a
+configuration takes a few minutes (progress is shown), later calls a few seconds.
+Builds go to {cache}
+(the user cache directory; set ZEROSKIP_SIM_BUILD=DIR to put them elsewhere).
+"""
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    import os
+
+    from zeroskip.sim.runner import sim_build_root
+    cache = "$ZEROSKIP_SIM_BUILD" if os.environ.get("ZEROSKIP_SIM_BUILD") else sim_build_root()
+    p.epilog = _RUN_EPILOG.format(cache=cache)
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("--labels", metavar="L.npy", default=None,
+                   help="1-d integer .npy of the inputs' classes: print the accuracy")
+    p.add_argument("--out", metavar="FILE", default=None,
+                   help="write the RTL outputs (N, out) to this .npy (written atomically)")
+    p.add_argument("--compare-dense", action="store_true",
+                   help="also run the model packed dense with activation skipping off, on the "
+                        "same hardware, and print the measured speedup")
+    p.add_argument("--seed", type=int, default=None, help="simulation seed")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -270,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "ref":
             p.add_argument("--out", help="write the outputs to this .npy instead of printing")
         else:
-            p.add_argument("--seed", type=int, default=None, help="simulation seed")
+            _run_args(p)
         p.set_defaults(func=func)
 
     try:
