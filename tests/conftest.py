@@ -2,13 +2,21 @@
 
 ``--seed N`` fixes the random seed of every RTL simulation (same as ``ZEROSKIP_SEED=N``); without
 it each simulation draws a fresh seed and prints it, and a failure message repeats it.
+
+The simulators the tests compile go to ``<checkout>/build/sim`` (so CI caches stay in the
+checkout), unless ``ZEROSKIP_SIM_BUILD`` says otherwise; ``zeroskip run`` outside the tests uses
+the user cache directory.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
+
+os.environ.setdefault("ZEROSKIP_SIM_BUILD",
+                      str(Path(__file__).resolve().parent.parent / "build" / "sim"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -29,27 +29,45 @@ class CliError(ZeroskipError):
     """A bad file or argument given on the command line."""
 
 
+_PARAM_ARGS = (  # (option, HwParams field, help)
+    ("--pes", "pes", "PEs"),
+    ("--index-bits", "index_bits", "relative-index delta width"),
+    ("--acc-width", "acc_width", "accumulator width in bits"),
+    ("--entry-depth", "entry_depth", "weight entries per PE"),
+    ("--ptr-depth", "ptr_depth", "column pointers per PE"),
+    ("--row-depth", "row_depth", "output rows per PE"),
+    ("--act-depth", "act_depth", "longest activation vector"),
+    ("--max-layers", "max_layers", "layers in one network"),
+)
+
+
+def _board_params() -> dict:
+    """The boards' accelerator parameters (only the table: no toolchain is imported)."""
+    from zeroskip.boards.tops import BOARD_PARAMS
+    return BOARD_PARAMS
+
+
 def _params_args(p: argparse.ArgumentParser) -> None:
     from zeroskip.spec import HwParams
     d = HwParams()
-    g = p.add_argument_group("hardware parameters")
-    g.add_argument("--pes", type=int, default=d.pes, help=f"PEs (default {d.pes})")
-    g.add_argument("--index-bits", type=int, default=d.index_bits,
-                   help=f"relative-index delta width (default {d.index_bits})")
-    g.add_argument("--entry-depth", type=int, default=d.entry_depth,
-                   help=f"weight entries per PE (default {d.entry_depth})")
-    g.add_argument("--ptr-depth", type=int, default=d.ptr_depth,
-                   help=f"column pointers per PE (default {d.ptr_depth})")
-    g.add_argument("--row-depth", type=int, default=d.row_depth,
-                   help=f"output rows per PE (default {d.row_depth})")
-    g.add_argument("--act-depth", type=int, default=d.act_depth,
-                   help=f"longest activation vector (default {d.act_depth})")
+    g = p.add_argument_group(
+        "hardware parameters",
+        "the hardware the model is packed for: a board's (--board) or the defaults below; a "
+        "parameter given here overrides it (the file then fits only hardware built with it)")
+    g.add_argument("--board", choices=sorted(_board_params()), default=None,
+                   help="pack for this board's accelerator (docs/boards.md)")
+    for opt, field, hlp in _PARAM_ARGS:
+        g.add_argument(opt, type=int, default=None, dest=field,
+                       help=f"{hlp} (default {getattr(d, field)}, or the board's)")
 
 
 def _params(args):
+    from dataclasses import replace
+
     from zeroskip.spec import HwParams
-    return HwParams(pes=args.pes, index_bits=args.index_bits, entry_depth=args.entry_depth,
-                    ptr_depth=args.ptr_depth, row_depth=args.row_depth, act_depth=args.act_depth)
+    base = _board_params()[args.board] if args.board else HwParams()
+    given = {f: getattr(args, f) for _, f, _ in _PARAM_ARGS if getattr(args, f) is not None}
+    return replace(base, **given)
 
 
 def load_torch_model(path: str):
@@ -170,11 +188,27 @@ def describe(pm) -> dict:
     return {"params": p.as_dict(), "input_scale": pm.input_scale, "layers": layers}
 
 
+def _print_board_fit(fit: dict) -> None:
+    print("boards:")
+    for name, f in fit.items():
+        if f["packed_for_it"]:
+            print(f"  {name:<11} fits (packed for it)")
+            continue
+        diff = ", ".join(f"{k} {a} vs {b}" for k, (a, b) in f["differs"].items())
+        head = f"  {name:<11} not packed for it ({diff})"
+        if f["fits"]:
+            print(f"{head}; fits once repacked: zeroskip pack --board {name}")
+        else:
+            print(f"{head}; does not fit even repacked: {f['limit']}")
+
+
 def cmd_inspect(args) -> int:
     from zeroskip.sw.pack import read_model
     pm = read_model(args.file)
     info = describe(pm)
     info["file_bytes"] = Path(args.file).stat().st_size
+    from zeroskip.api import board_fit
+    info["boards"] = board_fit(pm)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -189,6 +223,7 @@ def cmd_inspect(args) -> int:
         print(f"{lay['layer']:>5} {shape:>11} {lay['nonzeros']:>9} {lay['density']:>8.3f} "
               f"{lay['entries']:>8} {lay['zero_entries']:>7} {lay['stream_bytes']:>7}  "
               f"{lay['encoding']:<15} {lay['output']}")
+    _print_board_fit(info["boards"])
     return 0
 
 
