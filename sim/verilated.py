@@ -213,11 +213,13 @@ class ConsoleProgress:
 
 def run_cases(params: HwParams, cases: list[Case], *, seed: int | None = None,
               counter_width: int = 32, name: str = "accel",
-              progress: RunProgress | None = None) -> list[CaseResult]:
+              progress: RunProgress | None = None, quiet: bool = False) -> list[CaseResult]:
     """Run ``cases`` on the Verilated accelerator built for ``params``.
 
     The simulator for ``params`` and ``counter_width`` is compiled the first time only (see the
-    module docstring); ``progress`` (:data:`RunProgress`) hears about the build and the run.
+    module docstring); ``progress`` (:data:`RunProgress`) hears about the build and the run;
+    ``quiet`` leaves out the line naming the build directory and the seed (a failure still
+    names them).
 
     Raises :class:`~zeroskip.sim.runner.SimulationFailed` (an ``AssertionError``) naming the
     mismatching outputs, the seed and the waveform of the failing run.
@@ -254,7 +256,7 @@ def run_cases(params: HwParams, cases: list[Case], *, seed: int | None = None,
                               extra_env={"ZEROSKIP_JOB": str(job_path)}, seed=seed, waves=waves,
                               source_key=key, progress=report,
                               run_dir=None if waves else Path(tmp) / "run",
-                              quiet=progress is not None)
+                              quiet=quiet)
 
         from .runner import _resolve_seed
         seed = _resolve_seed(seed)

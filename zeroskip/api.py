@@ -112,12 +112,14 @@ def reference(model: PackedModel | QModel, x) -> np.ndarray:
 
 
 def _over_by(msg: str) -> str:
-    """``msg`` of a FitError, with how far over the limit it is when the message says so."""
+    """``msg`` of a FitError, with how far over the limit it is when the message says so
+    ("... N things ..., more than limit=M")."""
     import re
-    m = re.search(r"(\d+) [^=]*more than \w+=(\d+)$", msg)
-    if m and int(m.group(2)) > 0:
-        need, limit = int(m.group(1)), int(m.group(2))
-        return f"{msg} ({need - limit} over, {need / limit:.2f}x the limit)"
+    m = re.search(r"more than \w+=(\d+)$", msg)
+    need = re.findall(r"\d+", msg[:m.start()]) if m else []
+    if m and need and int(m.group(1)) > 0:
+        n, limit = int(need[-1]), int(m.group(1))
+        return f"{msg} ({n - limit} over, {n / limit:.2f}x the limit)"
     return msg
 
 
@@ -186,13 +188,16 @@ class SimResult:
 
 
 def simulate(pm: PackedModel, x, *, check: bool = True, skip_zero_acts: bool = True,
-             hw: HwParams | None = None, seed: int | None = None,
+             hw: HwParams | None = None, board: str | None = None, seed: int | None = None,
              progress: bool = False) -> SimResult:
     """Run uint8 codes ``x`` through the Verilated accelerator loaded with ``pm``.
 
-    The simulator for the hardware (``hw``, default the parameters ``pm`` was packed for) is
-    compiled the first time only (a few minutes; cached in the user cache directory, or
-    ``$ZEROSKIP_SIM_BUILD``), then reused by every model and call. ``check`` compares every
+    The hardware is ``board``'s accelerator exactly as built for it (its hardware-only
+    parameters such as ``fin_lanes`` and its counter width too), or ``hw``, or by default the
+    parameters ``pm`` was packed for (a model file does not record the hardware-only ones:
+    they take their defaults). Its simulator is compiled the first time only (a few minutes;
+    cached in the user cache directory, or ``$ZEROSKIP_SIM_BUILD``), then reused by every
+    model and call. ``check`` compares every
     output with :func:`reference` and raises :class:`~zeroskip.sim.runner.SimulationFailed` (an
     ``AssertionError``) on any difference. ``skip_zero_acts=False`` turns activation skipping
     off (with a dense packing: the dense baseline). ``progress`` prints the build and run
@@ -202,10 +207,17 @@ def simulate(pm: PackedModel, x, *, check: bool = True, skip_zero_acts: bool = T
     from zeroskip.sw.ref import _as_codes
     x = _as_codes(x, pm.qmodel().in_features).numpy()
     expected = reference(pm, x) if check else None
+    counter_width = 32
+    if board is not None:
+        if hw is not None:
+            raise TypeError("give hw or board, not both")
+        from zeroskip.boards.tops import BOARD_COUNTER_WIDTH
+        hw, counter_width = board_params(board), BOARD_COUNTER_WIDTH[board]
     status = ConsoleProgress() if progress else None
     try:
         res = run_cases(hw or pm.params, [Case(pm, x, expected, skip_zero_acts=skip_zero_acts,
-                                               name="simulate")], seed=seed, progress=status)[0]
+                                               name="simulate")], seed=seed, progress=status,
+                        counter_width=counter_width, quiet=True)[0]
     finally:
         if status is not None:
             status.close()

@@ -293,6 +293,14 @@ def cmd_run(args) -> int:
             raise CliError(f"{args.out}: directory {out_dir} does not exist")
         if Path(args.out).is_dir():
             raise CliError(f"{args.out}: is a directory")
+    hw, counter_width = pm.params, 32
+    if args.board:
+        from zeroskip.boards.tops import BOARD_COUNTER_WIDTH
+        hw, counter_width = _board_params()[args.board], BOARD_COUNTER_WIDTH[args.board]
+        if not pm.params.packs_like(hw):
+            raise CliError(f"{args.file} was not packed for the {args.board}'s accelerator "
+                           f"(see zeroskip inspect; repack with zeroskip pack --board "
+                           f"{args.board})")
     exp = run_model(pm, x).numpy()
     cases = [Case(pm, x, exp, name=args.file)]
     if args.compare_dense:
@@ -303,10 +311,12 @@ def cmd_run(args) -> int:
                            f"the file was packed for ({e})") from None
         cases.append(Case(dense, x, exp, skip_zero_acts=False, name=f"{args.file} (dense)"))
     print(f"running {len(x)} input(s){' twice (sparse, dense)' if args.compare_dense else ''} "
-          f"on the Verilated RTL ({pm.params.pes} PEs)", file=sys.stderr)
+          f"on the Verilated RTL ({pm.params.pes} PEs"
+          f"{', the ' + args.board + ' configuration' if args.board else ''})", file=sys.stderr)
     status = ConsoleProgress()
     try:
-        results = run_cases(pm.params, cases, seed=args.seed, progress=status)
+        results = run_cases(hw, cases, seed=args.seed, progress=status,
+                            counter_width=counter_width, quiet=True)
     except SimulationFailed as e:
         status.close()
         raise CliError(f"the RTL simulation failed: {e}") from None
@@ -362,6 +372,9 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compare-dense", action="store_true",
                    help="also run the model packed dense with activation skipping off, on the "
                         "same hardware, and print the measured speedup")
+    p.add_argument("--board", choices=sorted(_board_params()), default=None,
+                   help="simulate this board's accelerator exactly (hardware-only parameters "
+                        "and counter width too); default: the parameters in the file")
     p.add_argument("--seed", type=int, default=None, help="simulation seed")
 
 
