@@ -1,10 +1,13 @@
 """The ``zeroskip`` command.
 
     zeroskip demo                       train, prune, quantize, pack, run on the RTL, compare
-    zeroskip pack MODEL -o FILE.zsk     pack a saved PyTorch model (or state_dict)
-    zeroskip inspect FILE.zsk           layers, shapes, densities, bytes, encoding
+    zeroskip pack MODEL -o FILE.zsk     pack a saved PyTorch model (or state_dict);
+                                        --board icebreaker|ulx3s packs for a board
+    zeroskip inspect FILE.zsk           layers, shapes, densities, bytes, encoding, board fit
     zeroskip ref FILE.zsk INPUT.npy     outputs of the bit-exact integer reference
     zeroskip run FILE.zsk INPUT.npy     run on the Verilated RTL and compare with the reference
+                                        (--labels, --out, --compare-dense; builds are cached
+                                        in the user cache directory or $ZEROSKIP_SIM_BUILD)
     zeroskip compress ...               the compression toolkit (see ``zeroskip compress -h``)
 
 Every user error prints one line ``zeroskip: error: ...`` and exits with status 1; a wrong
