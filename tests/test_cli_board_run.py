@@ -13,8 +13,8 @@ from torch import nn
 
 from zeroskip.boards.tops import BOARD_PARAMS
 from zeroskip.cli import main
+from zeroskip.spec import HwParams
 from zeroskip.sw.pack import pack_model, read_model
-from zeroskip.sw.params import HwParams
 from zeroskip.sw.ref import run_model
 
 
