@@ -322,7 +322,8 @@ def cmd_run(args) -> int:
                             counter_width=counter_width, quiet=True)
     except SimulationFailed as e:
         status.close()
-        raise CliError(f"the RTL simulation failed: {e}") from None
+        # the first line names the failing outputs' case, the seed and the log
+        raise CliError(f"the RTL simulation failed: {str(e).splitlines()[0]}") from None
     except RuntimeError as e:  # Verilator missing
         status.close()
         raise CliError(str(e)) from None
