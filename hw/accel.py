@@ -77,6 +77,14 @@ class Accelerator(wiring.Component):
         Per PE: cycles issuing an entry; cycles its full queue held back the broadcast.
     """
 
+    # ---- latencies the cycle model (zeroskip/sw/cycles.py) takes from here
+    #: the scanner's ``done`` to the registered scan-done the PEs see
+    SCAN_DONE_LATENCY = 1
+    #: counted cycles before layer 0's scan (it starts as the last input is taken)
+    LAYER_START = 1
+    #: counted cycles between layers (the DESC_WAIT and DESC states)
+    LAYER_SWITCH = 2
+
     def __init__(self, params: HwParams, counter_width: int = 32):
         if not isinstance(params, HwParams):
             raise TypeError(f"params must be HwParams, not {params!r}")

@@ -105,6 +105,25 @@ class PE(wiring.Component):
         This cycle an entry was issued / a useful MAC (weight and activation nonzero) was done.
     """
 
+    # ---- latencies the cycle model (zeroskip/sw/cycles.py) takes from here
+    #: cycles from a column's transfer on ``col`` to its pointers registered (P1, P2), where it
+    #: is dropped (empty) or queued
+    POINTER_LATENCY = 2
+    #: cycles from P2 to the column's first issue when the entry stage is free (the bypass)
+    QUEUE_LATENCY = 0
+    #: cycles from the entry stage free after its last entry to ``drained`` (the PE may start
+    #: finalizing; its last two accumulations are forwarded into F1a)
+    DRAIN_LATENCY = 1
+    #: cycles from an empty column's drop at P2 to its credit returned (``drop`` is a register)
+    DROP_CREDIT_LATENCY = 1
+    #: cycles from the last column dropped (its credit returned) to ``drained``
+    DROP_DRAIN_LATENCY = 1
+    #: cycles from F0 of the last rows to the sequencer's last counted cycle (F4c's write)
+    FINAL_LATENCY = 8
+    #: cycles from the start of a PE with no rows to the sequencer seeing it done
+    #: (``fin_done`` two cycles after it starts, through the accelerator's AND register)
+    NO_ROWS_FINISH = 3
+
     def __init__(self, params: HwParams, index: int):
         if not isinstance(params, HwParams):
             raise TypeError(f"params must be HwParams, not {params!r}")

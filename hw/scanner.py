@@ -83,6 +83,15 @@ class Scanner(wiring.Component):
         ``skip_zero`` off); registered, so summing it over a scan counts the skipped ones.
     """
 
+    # ---- latencies the cycle model (zeroskip/sw/cycles.py) takes from here
+    #: cycles from a row's fetch (A, ``rd_en``) to the row in the read register R
+    READ_LATENCY = 2
+    #: cycles from a position's pick out of B to its transfer on ``col`` (the broadcast
+    #: register), with every PE ready
+    BROADCAST_LATENCY = 1
+    #: cycles a row with nothing to emit keeps B busy after it loads, until B is empty again
+    EMPTY_ROW_CYCLES = 2
+
     def __init__(self, params: HwParams):
         if not isinstance(params, HwParams):
             raise TypeError(f"params must be HwParams, not {params!r}")

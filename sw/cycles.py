@@ -7,8 +7,9 @@ pointers as it takes it, drops empty columns there, queues nonempty ones, and is
 per cycle from its entry stage, back to back across columns. Each PE finalizes its rows
 (``fin_lanes`` a cycle, pipelined) as soon as the scanner is done and it has nothing left to
 issue; the layer ends when the last PE's last rows are written. It is an event model, not a
-simulation of every signal: the constants for the pipeline latencies were read off the RTL, and
-the tests (``tests/test_cycles.py``) and ``nox -s bench`` check that it equals the RTL's cycle
+simulation of every signal: the pipeline latencies are the RTL's own exported constants
+(``Scanner.READ_LATENCY``, ``PE.POINTER_LATENCY``, ``Accelerator.LAYER_SWITCH``, ...), and the
+tests (``tests/test_cycles.py``) and ``nox -s bench`` check that it equals the RTL's cycle
 counter.
 """
 
@@ -19,23 +20,30 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..hw.accel import Accelerator
+from ..hw.pe import PE
+from ..hw.scanner import Scanner
 from ..spec import HwParams
 from .pack import PackedModel, local_rows
 from .ref import run_model
 
 __all__ = ["LayerCycles", "predict_layer", "predict", "useful_macs", "dense_macs"]
 
-# pipeline constants of the RTL (hw/accel.py, hw/pe.py)
-SCAN_LATENCY = 1      # bank read -> broadcast register
-POINTER_LATENCY = 2   # taken from the broadcast -> pointers registered (dropped or queued)
-QUEUE_LATENCY = 0     # pointers registered (P2) -> issued, when the entry stage is free
-DRAIN = 1             # S2 free after its last entry -> drained (the PE starts finalizing; the
-#                       last two accumulations are forwarded into F1a)
-DROP_DRAIN = 1        # last column dropped (its credit back) -> drained
-SCAN_DONE = 1         # scanner done -> the registered scan-done seen by the PEs
-FINAL_LATENCY = 8     # F0 of the last row -> the last counted cycle (F4c's write of that row)
-LAYER_START = 1       # counting the last cycle (layer 0 starts as the last input is taken)
-LAYER_SWITCH = 2      # the descriptor-wait and descriptor cycles of every layer after the first
+# pipeline latencies, exported by the RTL that implements them (hw/scanner.py, hw/pe.py,
+# hw/accel.py): the model copies no number
+SCAN_LATENCY = Scanner.BROADCAST_LATENCY    # picked in B -> taken by every PE (all have credit)
+READ_LATENCY = Scanner.READ_LATENCY         # row fetched -> in the read register R
+EMPTY_ROW_CYCLES = Scanner.EMPTY_ROW_CYCLES  # a row with nothing to emit: B busy, then empty
+POINTER_LATENCY = PE.POINTER_LATENCY        # taken -> pointers registered (dropped or queued)
+QUEUE_LATENCY = PE.QUEUE_LATENCY            # pointers registered (P2) -> issued, S2 free
+DRAIN = PE.DRAIN_LATENCY                    # S2 free after its last entry -> drained
+DROP_CREDIT = PE.DROP_CREDIT_LATENCY        # dropped at P2 -> its credit returned
+DROP_DRAIN = PE.DROP_DRAIN_LATENCY          # last column dropped -> drained
+FINAL_LATENCY = PE.FINAL_LATENCY            # F0 of the last row -> the last counted cycle
+NO_ROWS_FINISH = PE.NO_ROWS_FINISH          # a PE without rows: start -> seen done
+SCAN_DONE = Accelerator.SCAN_DONE_LATENCY   # scanner done -> the scan-done the PEs see
+LAYER_START = Accelerator.LAYER_START       # counting the last cycle (layer 0's start)
+LAYER_SWITCH = Accelerator.LAYER_SWITCH     # descriptor-wait and descriptor cycles per layer
 
 
 @dataclass
@@ -80,7 +88,7 @@ def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True,
     last_gone = [0] * P
     n_rows = (x.size + P - 1) // P
     row_of = cols // P
-    a_time = 2                      # the cycle row 0 is in the read register (stage R)
+    a_time = READ_LATENCY           # the cycle row 0 is in the read register (stage R)
     b_free = 0                      # the cycle the row register (stage B) can load a row
     push_prev = -10
     scan_end = 0                    # the scanner is done (nothing in A, R, B or broadcast)
@@ -95,7 +103,7 @@ def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True,
         if k >= len(cols) or row_of[k] != r:
             load = max(a_time, b_free)                 # nothing to emit: one cycle in B
             b_free = a_time = load + 1
-            scan_end = max(scan_end, load + 2)         # B empty again
+            scan_end = max(scan_end, load + EMPTY_ROW_CYCLES)   # B empty again
             continue
         load = max(a_time, b_free)                     # R -> B
         t = load + 1
@@ -112,7 +120,7 @@ def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True,
             for q in range(P):
                 n = int(counts[q, j])
                 if n == 0:
-                    done = push + POINTER_LATENCY + 1  # dropped after the pointer fetch
+                    done = push + POINTER_LATENCY + DROP_CREDIT   # dropped at P2
                 else:
                     done = max(push + POINTER_LATENCY + QUEUE_LATENCY, s2_free[q])   # popped
                     s2_free[q] = done + n
@@ -133,7 +141,7 @@ def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True,
                       + [last_gone[q] + DROP_DRAIN])
         # no rows: done (a register) two cycles after it starts, seen through the AND after 3
         steps = -(-rows_q[q] // p.fin_lanes)          # fin_lanes rows a cycle
-        finish.append(drained + (steps + FINAL_LATENCY if steps else 3))
+        finish.append(drained + (steps + FINAL_LATENCY if steps else NO_ROWS_FINISH))
     end = max(finish)
     compute = max(max([scan_done] + [s2_free[q] + DRAIN for q in range(P) if s2_free[q]]
                       + [g + DROP_DRAIN for g in last_gone]), 0)
