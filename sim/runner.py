@@ -40,7 +40,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["SimulationFailed", "ensure_verilator", "run_cocotb", "sim_build_root", "stats"]
+__all__ = ["SimulationFailed", "ensure_verilator", "run_cocotb", "sim_build_root", "stats",
+           "parse_seed", "resolve_seed"]
 
 # Bump when the way we invoke Verilator changes, so stale builds are not reused.
 _BUILD_RECIPE = 2
@@ -209,12 +210,20 @@ def _runner_class():
     return _ReusingVerilator
 
 
-def _resolve_seed(seed: int | None) -> int:
+def parse_seed(text: str) -> int:
+    """A seed as written on a command line or in ``ZEROSKIP_SEED`` (decimal, or ``0x..``)."""
+    return int(text, 0)
+
+
+def resolve_seed(seed: int | None = None) -> int:
+    """The one rule for simulation seeds: ``seed`` if given, else ``$ZEROSKIP_SEED``
+    (:func:`parse_seed`), else a fresh random one (callers print it, so a run can be
+    reproduced)."""
     if seed is not None:
         return int(seed)
     env = os.environ.get("ZEROSKIP_SEED")
     if env:
-        return int(env, 0)
+        return parse_seed(env)
     return random.SystemRandom().randrange(1, 2**31)
 
 
@@ -307,7 +316,7 @@ def run_cocotb(
     """
     ensure_verilator()
     waves = os.environ.get("WAVES", "1" if waves else "0").strip() not in ("0", "", "false")
-    seed = _resolve_seed(seed)
+    seed = resolve_seed(seed)
     name = name or toplevel
     modules = [test_module] if isinstance(test_module, str) else list(test_module)
     fst = waves and _fst_supported()

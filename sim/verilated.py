@@ -258,8 +258,8 @@ def run_cases(params: HwParams, cases: list[Case], *, seed: int | None = None,
                               run_dir=None if waves else Path(tmp) / "run",
                               quiet=quiet)
 
-        from .runner import _resolve_seed
-        seed = _resolve_seed(seed)
+        from .runner import resolve_seed
+        seed = resolve_seed(seed)
         try:
             run(False, seed)
         except SimulationFailed as first:

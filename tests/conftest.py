@@ -1,7 +1,8 @@
 """Shared pytest options and fixtures.
 
 ``--seed N`` fixes the random seed of every RTL simulation (same as ``ZEROSKIP_SEED=N``); without
-it each simulation draws a fresh seed and prints it, and a failure message repeats it.
+it each simulation draws a fresh seed and prints it, and a failure message repeats it. Both are
+parsed by the one rule of :func:`zeroskip.sim.runner.resolve_seed`.
 
 The simulators the tests compile go to ``<checkout>/build/sim`` (so CI caches stay in the
 checkout), unless ``ZEROSKIP_SIM_BUILD`` says otherwise; ``zeroskip run`` outside the tests uses
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from zeroskip.sim.runner import parse_seed, resolve_seed
+
 os.environ.setdefault("ZEROSKIP_SIM_BUILD",
                       str(Path(__file__).resolve().parent.parent / "build" / "sim"))
 
@@ -23,16 +26,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--seed",
         action="store",
-        type=int,
+        type=parse_seed,
         default=None,
         help="random seed for RTL simulations (default: $ZEROSKIP_SEED or random)",
     )
 
 
 @pytest.fixture
-def sim_seed(request: pytest.FixtureRequest) -> int | None:
-    """Seed to pass to ``run_cocotb(seed=...)``; ``None`` lets the runner choose and print one."""
-    seed = request.config.getoption("--seed")
-    if seed is None and os.environ.get("ZEROSKIP_SEED"):
-        seed = int(os.environ["ZEROSKIP_SEED"], 0)
+def sim_seed(request: pytest.FixtureRequest) -> int:
+    """The seed of this test's simulation (``--seed``, else ``$ZEROSKIP_SEED``, else random);
+    printed, so that a failing run can be repeated."""
+    seed = resolve_seed(request.config.getoption("--seed"))
+    print(f"simulation seed {seed} (reproduce with --seed {seed})")
     return seed

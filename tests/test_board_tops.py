@@ -3,6 +3,8 @@ FPGA tool (``do_build=False``), and their parameters are the ones recorded for r
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from amaranth.hdl import Fragment
 
@@ -28,9 +30,19 @@ def test_top_elaborates(board, tmp_path):
     assert HwParams(**report["params"]) == params
     assert report["counter_width"] == BOARD_COUNTER_WIDTH[board]
     assert report["baud"] == DEFAULT_BAUD
+    assert report["board"] == board
+    assert report["target_mhz"] == BOARDS[board].target_mhz
+    assert any(f.startswith("build_") for f in report["files"])
+    # the design's hierarchy: the top holds the accelerator, the link and both UART halves,
+    # and the accelerator exactly ``pes`` PEs (each with its job queue) and the scanner
     rtlil = report["plan"].files[f"zeroskip_{board}.il"]
-    for name in ("accel", "link", "uart_rx", "uart_tx"):
-        assert f"top.{name}" in rtlil or name in rtlil
+    modules = set(re.findall(r"^module \\(\S+)$", rtlil, re.M))
+    top = f"zeroskip_{board}.top"
+    assert {f"{top}.{name}" for name in ("accel", "link", "uart_rx", "uart_tx")} <= modules
+    pes = {m for m in modules if re.fullmatch(rf"{re.escape(top)}\.accel\.pe\d+", m)}
+    assert pes == {f"{top}.accel.pe{i}" for i in range(params.pes)}
+    assert f"{top}.accel.scanner" in modules
+    assert all(f"{pe}.queue" in modules for pe in pes)
 
 
 @pytest.mark.parametrize("board", sorted(BOARDS))

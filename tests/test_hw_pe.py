@@ -12,8 +12,9 @@ from amaranth.sim import Simulator
 
 from zeroskip.hw.pe import PE
 from zeroskip.sim.cases import random_layer
-from zeroskip.spec import MEM_BIAS, MEM_ENTRY, MEM_PTR, MEM_RQ, PTR_EMPTY_BIT, HwParams
-from zeroskip.sw.pack import pack_layer
+from zeroskip.spec import MEM_BIAS, MEM_ENTRY, MEM_PTR, MEM_RQ, HwParams
+from zeroskip.sw.image import load_commands
+from zeroskip.sw.pack import PackedModel, pack_layer
 from zeroskip.sw.ref import requantize, run_layer
 
 pytestmark = pytest.mark.sim
@@ -29,12 +30,9 @@ def run_pe(q, x, requant_mode: bool, seed: int, idle: float = 0.3, lanes: int = 
     pe = PE(replace(PARAMS, fin_lanes=lanes, mem_out_logic=read_mux), 0)
     pl = pack_layer(q, PARAMS)
     rng = random.Random(seed)
-    ptrs = [int(v) for v in pl.ptrs[0]]
-    writes = [(MEM_PTR, j, v | (j + 1 < len(ptrs) and ptrs[j + 1] == v) << PTR_EMPTY_BIT)
-              for j, v in enumerate(ptrs)]
-    writes += [(MEM_ENTRY, k, int(v)) for k, v in enumerate(pl.entries[0])]
-    writes += [(MEM_BIAS, r, int(q.bias[r]) & 0xFFFFFFFF) for r in range(q.out_features)]
-    writes += [(MEM_RQ, r, int(q.mult[r]) | int(q.shift[r]) << 16) for r in range(q.out_features)]
+    # the PE's own writes of the accelerator's load image (sw/image.py)
+    writes = [(c.mem, c.addr, c.data) for c in load_commands(PackedModel(PARAMS, 1.0, [pl]))
+              if c.pe == 0 and c.mem in (MEM_PTR, MEM_ENTRY, MEM_BIAS, MEM_RQ)]
     out: dict[int, int] = {}
 
     async def bench(ctx):
@@ -68,7 +66,7 @@ def run_pe(q, x, requant_mode: bool, seed: int, idle: float = 0.3, lanes: int = 
                 ctx.set(pe.col.valid, 0)
                 await ctx.tick()
             ctx.set(pe.col.valid, 1)
-            ctx.set(pe.col.payload.as_value(), int(j) | int(x[j]) << PARAMS.ptr_addr_bits)
+            ctx.set(pe.col.payload, {"ptr": int(j), "act": int(x[j])})
             await ctx.tick().until(pe.col.ready)
         ctx.set(pe.col.valid, 0)
         for _ in range(rng.randrange(3)):
