@@ -19,6 +19,10 @@ Every interface is a valid/ready stream; a stalled accelerator stalls ``host_in`
 receiver then drops bytes, so a host must not send more than the link can buffer: one command
 while the accelerator is not ready, see ``docs/boards.md``), a stalled ``host_out`` stalls the
 results.
+
+The command bytes, the word sizes, the counter order and the host side of the protocol
+(``encode_load``, ``encode_acts``, ``decode_words``, ``decode_counters``) are the contract's
+(:mod:`zeroskip.spec`); this module re-exports them.
 """
 
 from __future__ import annotations
