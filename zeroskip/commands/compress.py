@@ -120,12 +120,16 @@ def _data(args):
 def _check_fits(model: nn.Module, ds, path: str) -> None:
     """One line instead of a traceback when the model cannot take the data set's inputs."""
     shape = "x".join(str(d) for d in ds.image_shape)
+    was_training = model.training
+    model.eval()                        # no BatchNorm statistics change from this probe
     try:
         out = model(ds.x_test[:2])
     except Exception as e:  # noqa: BLE001 - any failure here means the shapes do not match
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CliError(f"{path}: the model does not take {ds.name} inputs ({shape}, "
                        f"{ds.features} features): {msg}") from None
+    finally:
+        model.train(was_training)
     if out.dim() != 2 or out.shape[1] != ds.classes:
         raise CliError(f"{path}: the model gives outputs of shape {tuple(out.shape[1:])}, "
                        f"{ds.name} has {ds.classes} classes")
