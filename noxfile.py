@@ -11,7 +11,7 @@ Sessions:
     sim      only the RTL simulation tests (``pytest -m sim``)
     build    bitstreams for every board (``python -m zeroskip.boards.build all``)
     bench    cycle benchmarks in simulation (``python -m zeroskip.sim.bench``)
-    results  tables and plots (``python -m zeroskip.sw.results``)
+    results  tables and plots (``python -m zeroskip.experiments.results``)
     lint     ``ruff check`` and mypy (on ``hw/``, ``zeroskip/spec.py``, ``sw/pack.py``)
     reinstall  wipe and rebuild the shared environment
 
@@ -153,7 +153,7 @@ def bench(session: nox.Session) -> None:
 @nox.session(venv_backend="none")
 def results(session: nox.Session) -> None:
     """Regenerate result tables and plots."""
-    _run(session, "-m", "zeroskip.sw.results", *session.posargs)
+    _run(session, "-m", "zeroskip.experiments.results", *session.posargs)
 
 
 @nox.session(venv_backend="none")

@@ -78,6 +78,7 @@ def train_digits_pruned(seed: int = 0, hidden: int = 64, sparsity: float = 0.9):
             masks = magnitude_prune(model, s, masks=masks, scope="global")
             train(model, ds.x_train, ds.y_train, epochs=25, lr=3e-3, batch_size=128,
                   masks=masks, seed=seed + 1)
+        masks.remove()              # plain layers with zeros, as the quantizer expects
     finally:
         torch.set_num_threads(threads)
     return model, ds

@@ -1,18 +1,17 @@
-"""Training, fine-tuning and evaluation loops (CPU-friendly, deterministic with a seed)."""
+"""The training loop (one for every method), evaluation and a progress line; CPU-friendly and
+deterministic with a seed."""
 
 from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .prune import Masks
-
-__all__ = ["train", "evaluate", "predict", "Progress"]
+__all__ = ["train", "evaluate", "predict", "Progress", "Callback"]
 
 
 class Progress:
@@ -64,25 +63,70 @@ class Progress:
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+class Callback:
+    """Hooks into :func:`train`; override the ones you need (each gets the model).
+
+    * ``on_train_begin(model)``: before the first batch (after ``model.train()``).
+    * ``after_backward(model)``: gradients are computed, the optimizer has not stepped: edit
+      ``p.grad`` here.
+    * ``after_step(model)``: after each optimizer step (keep derived state in sync here).
+    * ``on_train_end(model)``: after the last step (before ``model.eval()``).
+
+    What the compression methods need is not in callbacks but on the modules: pruning masks,
+    shared-weight codebooks and ternary straight-through estimators are
+    ``torch.nn.utils.parametrize`` parametrizations of ``weight`` (:mod:`zeroskip.sw.prune`,
+    :mod:`zeroskip.sw.compress.sharing`, :mod:`zeroskip.sw.compress.ternary`), so this loop,
+    or any other, trains them correctly.
+    """
+
+    def on_train_begin(self, model: nn.Module) -> None:
+        pass
+
+    def after_backward(self, model: nn.Module) -> None:
+        pass
+
+    def after_step(self, model: nn.Module) -> None:
+        pass
+
+    def on_train_end(self, model: nn.Module) -> None:
+        pass
+
+
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 10,
           lr: float = 1e-3, batch_size: int = 64, weight_decay: float = 0.0,
-          masks: Masks | None = None, loss_fn: LossFn | None = None,
+          masks=None, loss_fn: LossFn | None = None,
           extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
-          seed: int = 0, progress: bool = False, desc: str = "training") -> nn.Module:
-    """Train with Adam on ``(x, y)``.
+          params: Iterable[torch.nn.Parameter] | None = None,
+          callbacks: Iterable[Callback] = (), seed: int = 0, progress: bool = False,
+          desc: str = "training") -> nn.Module:
+    """Train ``model`` in place with Adam on ``(x, y)``; returns ``model`` (in eval mode).
 
-    ``masks`` are re-applied after every step (pruned weights stay zero). ``loss_fn(logits, x,
-    y)`` replaces cross-entropy (knowledge distillation plugs in here); ``extra_loss(model)`` is
-    added to the loss (e.g. an L1 penalty on BatchNorm scales for network slimming).
+    This is the one training loop of zeroskip: pruning schedules, progressive pruning,
+    centroid fine-tuning and ternary training all call it.
+
+    Parameters
+    ----------
+    loss_fn : ``loss_fn(logits, x, y)`` replaces cross-entropy (knowledge distillation plugs
+        in here, :func:`zeroskip.sw.compress.distillation_loss`).
+    extra_loss : ``extra_loss(model)`` is added to the loss (e.g. an L1 penalty on BatchNorm
+        scales for network slimming).
+    params : the parameters to optimize (default: every parameter of ``model``).
+    callbacks : :class:`Callback` objects called around every step.
+    masks : ignored (kept for compatibility): pruning masks live on the modules and hold
+        pruned weights at zero in every loop.
+    seed : seeds the batch order (the same seed gives the same run).
     """
+    del masks
     gen = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    opt = torch.optim.Adam(list(params) if params is not None else model.parameters(), lr=lr,
+                           weight_decay=weight_decay)
+    callbacks = list(callbacks)
     n = x.shape[0]
     steps = epochs * ((n + batch_size - 1) // batch_size)
     bar = Progress(steps, desc, enabled=progress)
     model.train()
-    if masks is not None:
-        masks.apply()
+    for cb in callbacks:
+        cb.on_train_begin(model)
     for _ in range(epochs):
         perm = torch.randperm(n, generator=gen)
         for i in range(0, n, batch_size):
@@ -94,12 +138,14 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 1
                 loss = loss + extra_loss(model)
             opt.zero_grad()
             loss.backward()
-            if masks is not None:
-                masks.apply()  # zero the gradients of pruned weights
+            for cb in callbacks:
+                cb.after_backward(model)
             opt.step()
-            if masks is not None:
-                masks.apply()
+            for cb in callbacks:
+                cb.after_step(model)
             bar.update(1, f"loss {loss.item():.3f}")
+    for cb in callbacks:
+        cb.on_train_end(model)
     bar.close()
     model.eval()
     return model

@@ -426,12 +426,8 @@ def build_parser() -> argparse.ArgumentParser:
             _run_args(p)
         p.set_defaults(func=func)
 
-    try:
-        from zeroskip.sw.cli_compress import add_subcommands
-    except ImportError:  # pragma: no cover - the toolkit is part of the package
-        pass
-    else:
-        add_subcommands(sub)
+    from zeroskip.commands.compress import add_subcommands
+    add_subcommands(sub)
     return ap
 
 

@@ -58,6 +58,7 @@ def run_demo(images: int | None = None, sparsity: float = 0.9, pes: int = 8, see
         train.train(model, ds.x_train, ds.y_train, epochs=max(2, epochs // 2), lr=1e-3,
                     masks=masks, seed=seed + step, progress=True,
                     desc=f"  fine-tune {target:.0%}")
+    prune.remove_masks(model)        # plain layers with zeros for the quantizer
     acc_pruned = train.evaluate(model, ds.x_test, ds.y_test)
     sp = prune.sparsity(model)
 

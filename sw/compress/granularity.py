@@ -16,8 +16,8 @@ filter      a whole filter (output row)     a whole neuron (output row)
 channel     an input channel of all filters an input column
 ==========  ==============================  =====================================
 
-Pruned groups are zeroed through :class:`~zeroskip.sw.prune.Masks` (the shapes do not change;
-:mod:`.structured` physically removes filters). Coarser groups need fewer indices: one index
+Pruned groups are zeroed by masks on the modules (:mod:`zeroskip.sw.prune`; the shapes do not
+change; :mod:`.structured` physically removes filters). Coarser groups need fewer indices: one index
 addresses a whole group. :func:`index_cost` counts the relative-index entries (filler entries
 included) and bits needed to address the kept groups, the saving Mao et al. report.
 """
@@ -30,7 +30,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..prune import Masks, PruneError
+from ..prune import (
+    Masks,
+    PruneError,
+    WeightImportance,
+    attach_mask,
+    resolve_weight_importance,
+    weight_scores,
+)
 from .graph import weight_layers
 
 __all__ = ["GRANULARITIES", "group_ids", "granular_prune", "index_cost", "IndexCost"]
@@ -84,10 +91,10 @@ def group_ids(weight: torch.Tensor, granularity: str, *, block: int = 4,
     return inv.view(shape)
 
 
-def _group_scores(w: torch.Tensor, gid: torch.Tensor, mask: torch.Tensor):
+def _group_scores(scores: torch.Tensor, gid: torch.Tensor, mask: torch.Tensor):
     n = int(gid.max()) + 1
     flat = gid.flatten()
-    absw = (w.detach().abs() * mask).flatten()
+    absw = (scores * mask).flatten()
     s = torch.zeros(n, dtype=torch.float64).scatter_add_(0, flat, absw.double())
     size = torch.zeros(n, dtype=torch.float64).scatter_add_(0, flat, torch.ones_like(absw).double())
     alive = torch.zeros(n, dtype=torch.float64).scatter_add_(0, flat, mask.flatten().double())
@@ -97,28 +104,38 @@ def _group_scores(w: torch.Tensor, gid: torch.Tensor, mask: torch.Tensor):
 @torch.no_grad()
 def granular_prune(model: nn.Module, sparsity: float, granularity: str = "element", *,
                    scope: str = "layer", block: int = 4, vector: int = 4,
-                   layers: list[str] | None = None, masks: Masks | None = None) -> Masks:
-    """Remove whole groups until ``sparsity`` of the chosen layers' weights are zero.
+                   layers: list[str] | None = None, masks: Masks | None = None,
+                   importance: str | WeightImportance = "magnitude") -> Masks:
+    """Remove whole groups until ``sparsity`` of the chosen layers' weights are zero, in place
+    (masks are attached to the layers, as :func:`zeroskip.sw.prune.magnitude_prune` does).
 
-    Groups are ranked by mean ``|w|`` (already pruned weights count as zero) within each layer
-    (``scope="layer"``) or over all layers (``scope="global"``). The last group removed may
-    overshoot the target by less than one group. Returns the masks, applied to the model.
+    Groups are ranked by the mean importance of their weights (``importance(layer, name) ->
+    scores shaped like the weight``, default ``"magnitude"``: ``|w|``; already pruned weights
+    count as zero) within each layer (``scope="layer"``) or over all layers
+    (``scope="global"``). The last group removed may overshoot the target by less than one
+    group. ``masks`` is accepted for compatibility (the masks already on the model are used).
+    Returns the :class:`~zeroskip.sw.prune.Masks` of the model.
     """
     s = float(sparsity)
     if not 0.0 <= s < 1.0:
         raise PruneError(f"sparsity must be in [0, 1), not {sparsity!r}")
+    if masks is not None and masks.model is not model:
+        raise PruneError("masks belong to another model")
+    score_fn = resolve_weight_importance(importance)
     wl = weight_layers(model)
     names = list(layers) if layers is not None else list(wl)
     for n in names:
         if n not in wl:
             raise PruneError(f"no prunable layer named {n!r}; have {sorted(wl)}")
-    old = masks.masks if masks is not None else {}
+    if scope not in ("layer", "global"):
+        raise PruneError(f"scope must be 'layer' or 'global', not {scope!r}")
+    old = Masks(model).masks
     info = {}
     for n in names:
         w = wl[n].weight
-        mask = old.get(n, torch.ones_like(w))
+        mask = old[n].clone() if n in old else torch.ones_like(w)
         gid = group_ids(w, granularity, block=block, vector=vector)
-        score, size, _ = _group_scores(w, gid, mask)
+        score, size, _ = _group_scores(weight_scores(score_fn, wl[n], n), gid, mask)
         info[n] = (gid, score, size, mask)
     new: dict[str, torch.Tensor] = {}
 
@@ -153,13 +170,9 @@ def granular_prune(model: nn.Module, sparsity: float, granularity: str = "elemen
             d = keep_one(drop[off:off + len(score)], score)
             off += len(score)
             new[n] = mask * (~d[gid]).to(mask.dtype)
-    else:
-        raise PruneError(f"scope must be 'layer' or 'global', not {scope!r}")
-    merged = dict(old)
-    merged.update(new)
-    result = Masks(model, merged)
-    result.apply()
-    return result
+    for n in names:
+        attach_mask(wl[n], new[n])
+    return Masks(model)
 
 
 @dataclass

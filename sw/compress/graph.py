@@ -2,9 +2,11 @@
 
 Supported leaf layers: ``Linear``, ``Conv2d`` (``groups=1``), ``BatchNorm2d``, ``ReLU``,
 ``MaxPool2d`` and ``Flatten`` (``Dropout`` and ``Identity`` are ignored: they do nothing at
-inference). Containers (``nn.Sequential`` or any module) are walked recursively; the order in
-which child modules are registered is taken as the order in which they run, as in
-``nn.Sequential``. Any other leaf layer raises :class:`UnsupportedLayerError` naming it.
+inference). A layer with ``torch.nn.utils.parametrize`` parametrizations (pruning masks,
+shared weights) is still that layer. Containers (``nn.Sequential`` or any module) are walked
+recursively; the order in which child modules are registered is taken as the order in which
+they run, as in ``nn.Sequential``. Any other leaf layer raises :class:`UnsupportedLayerError`
+naming it.
 
 A *unit* is a ``Linear``/``Conv2d`` whose outputs (neurons / filters) may be removed: every
 weight layer except the last one. Its *consumer* is the next weight layer; when a ``Flatten``
@@ -18,11 +20,14 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ..errors import ZeroskipError
+from ..prune import remove_parametrizations
 
 __all__ = ["UnsupportedLayerError", "GraphError", "SUPPORTED", "leaf_layers", "check_model",
-           "weight_layers", "Unit", "units", "set_module", "count_params", "weight_count"]
+           "weight_layers", "Unit", "units", "set_module", "plain_weight", "count_params",
+           "weight_count"]
 
 SUPPORTED = (nn.Linear, nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d, nn.Flatten)
 IGNORED = (nn.Dropout, nn.Identity)
@@ -44,7 +49,9 @@ def leaf_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """
     out: list[tuple[str, nn.Module]] = []
     for name, m in model.named_modules():
-        if any(True for _ in m.children()):
+        if ".parametrizations." in f".{name}.":
+            continue                    # masks, codebooks, ...: part of their layer
+        if any(n != "parametrizations" for n, _ in m.named_children()):
             continue
         if isinstance(m, IGNORED):
             continue
@@ -130,6 +137,15 @@ def units(model: nn.Module) -> list[Unit]:
         elif isinstance(m, nn.Flatten):
             flattened = True
     return found
+
+
+@torch.no_grad()
+def plain_weight(layer: nn.Module) -> nn.Parameter:
+    """``layer.weight`` as a plain parameter: parametrizations on it (a pruning mask, ...) are
+    made permanent first (in place: the weight keeps its current value, zeros included)."""
+    if parametrize.is_parametrized(layer, "weight"):
+        remove_parametrizations(layer, "weight", leave_parametrized=True)
+    return layer.weight
 
 
 def set_module(root: nn.Module, name: str, new: nn.Module) -> None:

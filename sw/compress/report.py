@@ -32,11 +32,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from ..pack import pack_layer
 from ..params import HwParams, decode_entry
 from ..quant import QLayer, quantize_weight
-from .graph import weight_layers
+from .graph import plain_weight, weight_layers
 from .huffman import HuffmanCode
 
 __all__ = ["LayerReport", "CompressionReport", "weight_codes", "compression_report",
@@ -54,12 +55,15 @@ def weight_codes(weight: torch.Tensor) -> tuple[np.ndarray, np.ndarray, bool]:
 
 @torch.no_grad()
 def quantized_copy(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` whose weights are exactly what the report stores (codes x scale)."""
+    """A copy of ``model`` whose weights are exactly what the report stores (codes x scale);
+    ``model`` is not changed (as the name says; the copy's layers are plain, masks made
+    permanent)."""
     model = copy.deepcopy(model)
     for m in weight_layers(model).values():
-        codes, scale, _ = weight_codes(m.weight)
+        weight = plain_weight(m)
+        codes, scale, _ = weight_codes(weight)
         w = torch.from_numpy(codes.astype(np.float64) * scale[:, None])
-        m.weight.copy_(w.reshape(m.weight.shape).to(m.weight.dtype))
+        weight.copy_(w.reshape(weight.shape).to(weight.dtype))
     return model
 
 
@@ -185,7 +189,8 @@ def compression_report(model: nn.Module, *, huffman: bool = True,
     layers = []
     weight_ids = set()
     for name, m in wl.items():
-        weight_ids.add(id(m.weight))
+        weight_ids.add(id(m.parametrizations.weight.original
+                          if parametrize.is_parametrized(m, "weight") else m.weight))
         if m.bias is not None:
             weight_ids.add(id(m.bias))
         codes, scale, per_tensor = weight_codes(m.weight)

@@ -9,9 +9,10 @@
 
 The criterion is the weight magnitude, ranked per layer (``scope="layer"``) or over all layers
 with one threshold (``scope="global"``); the pruning itself is :func:`zeroskip.sw.prune.
-magnitude_prune` (or any granularity from :mod:`.granularity`). Masks keep pruned weights at
-zero during fine-tuning; any ``loss_fn`` (e.g. :func:`.distill.distillation_loss`) can drive the
-fine-tuning.
+magnitude_prune` (or any granularity from :mod:`.granularity`), with any weight importance.
+The masks live on the modules and keep pruned weights at zero during fine-tuning (and in any
+training loop afterwards); any ``loss_fn`` (e.g. :func:`.distill.distillation_loss`) can drive
+the fine-tuning.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..prune import Masks, PruneError, magnitude_prune
+from ..prune import Masks, PruneError, WeightImportance, magnitude_prune
 from ..train import evaluate, train
+from .granularity import granular_prune
 from .graph import check_model
 
 __all__ = ["SCHEDULES", "sparsity_schedule", "iterative_prune", "PruneHistory"]
@@ -67,8 +69,13 @@ def iterative_prune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, final_sp
                     layer_sparsity: Callable[[float], dict[str, float]] | None = None,
                     loss_fn=None, x_val: torch.Tensor | None = None,
                     y_val: torch.Tensor | None = None, masks: Masks | None = None,
+                    importance: str | WeightImportance = "magnitude",
                     seed: int = 0, progress: bool = False) -> tuple[Masks, PruneHistory]:
     """Prune ``model`` in place along a schedule, fine-tuning after every round.
+
+    In place: the masks are attached to ``model``'s layers and stay there (call
+    :meth:`Masks.remove <zeroskip.sw.prune.Masks.remove>` to make them permanent before
+    saving or packing).
 
     Parameters
     ----------
@@ -80,11 +87,12 @@ def iterative_prune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, final_sp
     layer_sparsity : optional ``s -> {layer: sparsity}`` for per-layer targets (e.g. prune the
         first layer less); overrides ``scope``.
     loss_fn : fine-tuning loss ``(logits, x, y) -> loss`` (knowledge distillation plugs in here).
+    importance : weight importance, a callable ``(layer, name) -> scores shaped like the
+        weight`` or ``"magnitude"``.
+    masks : accepted for compatibility; masks already attached to ``model`` are kept.
 
-    Returns the final :class:`~zeroskip.sw.prune.Masks` (applied) and the history.
+    Returns the :class:`~zeroskip.sw.prune.Masks` of the model and the history.
     """
-    from .granularity import granular_prune
-
     check_model(model)
     history = PruneHistory()
     targets = sparsity_schedule(schedule, final_sparsity, steps)
@@ -92,17 +100,17 @@ def iterative_prune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, final_sp
         if granularity == "element":
             sp = layer_sparsity(s) if layer_sparsity is not None else s
             masks = magnitude_prune(model, sp, scope="layer" if layer_sparsity else scope,
-                                    masks=masks)
+                                    masks=masks, importance=importance)
         else:
-            masks = granular_prune(model, s, granularity, scope=scope, masks=masks)
+            masks = granular_prune(model, s, granularity, scope=scope, masks=masks,
+                                   importance=importance)
         rec = {"round": t + 1, "sparsity": float(s)}
         if x_val is not None:
             rec["acc_pruned"] = evaluate(model, x_val, y_val)
         epochs = epochs_per_step + (final_epochs if t == len(targets) - 1 else 0)
         if epochs > 0:
-            train(model, x, y, epochs=epochs, lr=lr, batch_size=batch_size, masks=masks,
-                  loss_fn=loss_fn, seed=seed + t, progress=progress,
-                  desc=f"prune {t + 1}/{len(targets)} s={s:.3f}")
+            train(model, x, y, epochs=epochs, lr=lr, batch_size=batch_size, loss_fn=loss_fn,
+                  seed=seed + t, progress=progress, desc=f"prune {t + 1}/{len(targets)} s={s:.3f}")
         if x_val is not None:
             rec["acc_finetuned"] = evaluate(model, x_val, y_val)
         history.rounds.append(rec)

@@ -22,15 +22,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ZeroskipError
-from ..train import Progress
-from .graph import weight_layers
+from ..prune import register_parametrization, remove_parametrizations
+from ..train import Callback, train
+from .graph import plain_weight, weight_layers
 
 __all__ = ["Codebook", "kmeans_1d", "share_weights", "snap_int8", "finetune_centroids",
-           "SharingError"]
+           "SharedWeight", "SharingError"]
 
 
 class SharingError(ZeroskipError, ValueError):
@@ -86,20 +86,26 @@ def kmeans_1d(values: torch.Tensor, k: int, iters: int = 30, init: str = "linear
 def share_weights(model: nn.Module, bits: int | dict[str, int] = 5, *,
                   layers: list[str] | None = None, init: str = "linear", iters: int = 30,
                   int8: bool = True) -> dict[str, Codebook]:
-    """Cluster every chosen layer's nonzero weights into ``2**bits - 1`` shared values (in
-    place). ``bits`` is one number or ``{layer: bits}`` (2..8; layers missing from a dict are
-    left alone). Returns ``{layer: Codebook}``."""
+    """Cluster every chosen layer's nonzero weights into ``2**bits - 1`` shared values, in
+    place. ``bits`` is one number or ``{layer: bits}`` (2..8; layers missing from a dict are
+    left alone). Returns ``{layer: Codebook}``.
+
+    A pruning mask on a chosen layer is made permanent first: code 0 (the weight 0) takes its
+    place, and :func:`finetune_centroids` keeps it at zero.
+    """
     wl = weight_layers(model)
     names = list(layers) if layers is not None else (
         list(bits) if isinstance(bits, dict) else list(wl))
-    books = {}
     for n in names:
         if n not in wl:
             raise SharingError(f"no Linear/Conv2d layer named {n!r}; have {sorted(wl)}")
         b = bits[n] if isinstance(bits, dict) else bits
-        if not (isinstance(b, int) and 2 <= b <= 8):
+        if not (isinstance(b, int) and not isinstance(b, bool) and 2 <= b <= 8):
             raise SharingError(f"codebook bits must be an integer in 2..8, not {b!r}")
-        w = wl[n].weight
+    books = {}
+    for n in names:
+        b = bits[n] if isinstance(bits, dict) else bits
+        w = plain_weight(wl[n])
         nz = w != 0
         c, assign = kmeans_1d(w[nz], (1 << b) - 1, iters=iters, init=init)
         centroids = torch.cat([torch.zeros(1, dtype=torch.float64), c]).to(w.dtype)
@@ -116,9 +122,10 @@ def share_weights(model: nn.Module, bits: int | dict[str, int] = 5, *,
 @torch.no_grad()
 def snap_int8(model: nn.Module, books: dict[str, Codebook]) -> None:
     """Round each codebook onto an int8 grid ``s * {-127..127}`` with ``s = max|c| / 127`` and
-    write the weights back (see the module docstring)."""
+    write the weights back, in place (see the module docstring)."""
     wl = weight_layers(model)
     for n, book in books.items():
+        plain_weight(wl[n])
         amax = float(book.centroids.abs().max())
         s = amax / 127.0 if amax > 0 else 1.0
         book.centroids = (torch.round(book.centroids / s).clamp(-127, 127) * s).to(
@@ -128,51 +135,74 @@ def snap_int8(model: nn.Module, books: dict[str, Codebook]) -> None:
         wl[n].weight.copy_(book.weight())
 
 
+class SharedWeight(nn.Module):
+    """The parametrization ``weight = [0, centroids...][codes]`` of a shared layer.
+
+    Its ``original`` is the vector of trainable centroids (code 0, the weight 0, is not among
+    them and stays 0). Autograd's gradient of an index is the scatter-sum, so a centroid's
+    gradient is the sum of the gradients of the weights that share it (Deep Compression).
+    """
+
+    def __init__(self, book: Codebook):
+        super().__init__()
+        self.register_buffer("codes", book.codes.clone())
+        self._init = book.centroids[1:].detach().clone()
+
+    def forward(self, centroids: torch.Tensor) -> torch.Tensor:
+        table = torch.cat([centroids.new_zeros(1), centroids])
+        return table[self.codes]
+
+    def right_inverse(self, weight: torch.Tensor) -> torch.Tensor:
+        return self._init.to(weight.dtype)
+
+
+class _SyncCodebooks(Callback):
+    """Keep each :class:`Codebook` equal to the centroids being trained."""
+
+    def __init__(self, layers: dict[str, nn.Module], books: dict[str, Codebook]):
+        self.layers, self.books = layers, books
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module) -> None:
+        for n, b in self.books.items():
+            c = self.layers[n].parametrizations.weight.original.detach()
+            b.centroids = torch.cat([b.centroids[:1], c.clone()])
+
+
 def finetune_centroids(model: nn.Module, books: dict[str, Codebook], x: torch.Tensor,
                        y: torch.Tensor, *, epochs: int = 1, lr: float = 1e-4,
                        batch_size: int = 64, loss_fn=None, train_others: bool = True,
                        int8: bool = True, seed: int = 0, progress: bool = False,
                        desc: str = "centroid fine-tune") -> nn.Module:
-    """Train the shared centroids (and, with ``train_others``, biases and BatchNorm) with Adam.
+    """Train the shared centroids (and, with ``train_others``, every other parameter: biases,
+    BatchNorm, unshared layers) in place with :func:`zeroskip.sw.train.train`; returns
+    ``model``.
 
-    A centroid's gradient is the sum of the gradients of its weights (Deep Compression); code 0
-    stays 0. The codes never change. With ``int8`` the centroids are snapped to int8 again at
-    the end. ``loss_fn(logits, x, y)`` defaults to cross-entropy (distillation plugs in here).
+    During training each shared layer's weight is a :class:`SharedWeight` parametrization of
+    its centroids, so a centroid's gradient is the sum of the gradients of its weights; code
+    0 stays 0 and the codes never change. Afterwards the weights are plain again
+    (``centroids[codes]``) and ``books`` hold the trained centroids; with ``int8`` they are
+    snapped to int8 again. ``loss_fn(logits, x, y)`` defaults to cross-entropy.
     """
     wl = weight_layers(model)
-    cents = {n: nn.Parameter(b.centroids[1:].clone()) for n, b in books.items()}
-    shared = {id(wl[n].weight) for n in books}
-    others = [p for p in model.parameters() if id(p) not in shared] if train_others else []
-    opt = torch.optim.Adam(list(cents.values()) + others, lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    n_samples = x.shape[0]
-    bar = Progress(epochs * -(-n_samples // batch_size), desc, enabled=progress)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(n_samples, generator=gen)
-        for i in range(0, n_samples, batch_size):
-            idx = perm[i:i + batch_size]
-            xb, yb = x[idx], y[idx]
-            logits = model(xb)
-            loss = loss_fn(logits, xb, yb) if loss_fn is not None else F.cross_entropy(logits, yb)
-            opt.zero_grad()
+    for n in books:
+        if n not in wl:
+            raise SharingError(f"no Linear/Conv2d layer named {n!r}; have {sorted(wl)}")
+    with torch.no_grad():
+        for n, b in books.items():
+            plain_weight(wl[n])
+            register_parametrization(wl[n], "weight", SharedWeight(b), unsafe=True)
+    try:
+        cents = [wl[n].parametrizations.weight.original for n in books]
+        shared = {id(c) for c in cents}
+        others = [p for p in model.parameters() if id(p) not in shared] if train_others else []
+        train(model, x, y, epochs=epochs, lr=lr, batch_size=batch_size, loss_fn=loss_fn,
+              params=cents + others, callbacks=[_SyncCodebooks(wl, books)], seed=seed,
+              progress=progress, desc=desc)
+    finally:
+        with torch.no_grad():
             for n in books:
-                wl[n].weight.grad = None
-            loss.backward()
-            for n, b in books.items():
-                g = wl[n].weight.grad
-                k = len(b.centroids)
-                cg = torch.zeros(k, dtype=g.dtype).scatter_add_(0, b.codes.flatten(), g.flatten())
-                cents[n].grad = cg[1:]
-                wl[n].weight.grad = None
-            opt.step()
-            with torch.no_grad():
-                for n, b in books.items():
-                    b.centroids = torch.cat([b.centroids[:1], cents[n].detach()])
-                    wl[n].weight.copy_(b.weight())
-            bar.update(1, f"loss {loss.item():.3f}")
-    bar.close()
-    model.eval()
+                remove_parametrizations(wl[n], "weight", leave_parametrized=True)
     if int8:
         snap_int8(model, books)
     return model

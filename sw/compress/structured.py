@@ -2,16 +2,13 @@
 
 The result is a smaller dense model: a removed filter takes its output channel, its BatchNorm
 entries and the matching input channel (or, after ``Flatten``, the matching ``H*W`` input
-features) of the next layer with it. Criteria (a higher score means more important):
+features) of the next layer with it. The three steps are separate: importance
+(:mod:`.importance`: built-in criteria ``"l1"``, ``"bn"``, ``"mean_act"``, ``"apoz"`` or any
+callable ``(model, units, x) -> {unit: scores}``), selection (:mod:`.selection`) and removal
+(:func:`remove_units`).
 
-* ``"l1"``: L1 norm of each filter's / neuron's weights (Li et al. 2017, "Pruning Filters for
-  Efficient ConvNets").
-* ``"bn"``: ``|gamma|`` of the BatchNorm after each convolution (network slimming, Liu et al.
-  2017); train with :func:`bn_l1_penalty` first so that unimportant channels get small scales.
-* ``"mean_act"``: mean activation each unit feeds to the next layer, over data ``x``
-  (Polyak & Wolf 2015).
-* ``"apoz"``: ``1 - APoZ``, the fraction of non-zero activations (Hu et al. 2016, "Network
-  Trimming"), over data ``x``.
+A copy: every function here that changes the architecture returns a new model and leaves its
+input unchanged (see ``docs/compression.md``).
 """
 
 from __future__ import annotations
@@ -22,69 +19,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..prune import PruneError
-from .graph import GraphError, Unit, leaf_layers, set_module, units
+from ..prune import PruneError, attach_mask, mask_of
+from .graph import GraphError, leaf_layers, set_module, units
+from .importance import CRITERIA, UnitCriterion, unit_scores
+from .selection import global_keep, normalize_scores, select_keep
 
 __all__ = ["CRITERIA", "unit_scores", "remove_units", "prune_structured", "select_keep",
            "bn_l1_penalty", "unit_sizes"]
-
-CRITERIA = ("l1", "bn", "mean_act", "apoz")
-
-
-@torch.no_grad()
-def _activations(model: nn.Module, x: torch.Tensor, us: list[Unit], batch_size: int = 512):
-    """Per unit, ``(sum of activations, count of nonzeros, count)`` of what its consumer sees."""
-    consumers = {u.consumer[0]: u for u in us}
-    leaves = leaf_layers(model)
-    stats = {u.name: [0.0, 0.0, 0] for u in us}
-    model.eval()
-    for i in range(0, x.shape[0], batch_size):
-        h = x[i:i + batch_size]
-        for name, m in leaves:
-            if name in consumers:
-                u = consumers[name]
-                c = u.size
-                if h.dim() == 2:                 # (N, C*spatial) or (N, C)
-                    v = h.reshape(h.shape[0], c, -1)
-                else:                            # (N, C, H, W)
-                    v = h.reshape(h.shape[0], h.shape[1], -1)
-                st = stats[u.name]
-                st[0] = st[0] + v.sum(dim=(0, 2)).double()
-                st[1] = st[1] + (v != 0).sum(dim=(0, 2)).double()
-                st[2] += v.shape[0] * v.shape[2]
-            h = m(h)
-    return stats
-
-
-def unit_scores(model: nn.Module, criterion: str = "l1", x: torch.Tensor | None = None
-                ) -> dict[str, torch.Tensor]:
-    """``{unit name: importance of each output unit}`` for every removable unit (for ``"bn"``,
-    only the units followed by a BatchNorm2d)."""
-    us = units(model)
-    if not us:
-        raise PruneError("the model has a single weight layer: nothing can be removed")
-    out: dict[str, torch.Tensor] = {}
-    if criterion == "l1":
-        for u in us:
-            w = u.layer.weight.detach()
-            out[u.name] = w.abs().reshape(w.shape[0], -1).sum(1).double()
-    elif criterion == "bn":
-        for u in us:                  # units without BatchNorm are not scored (kept whole)
-            if u.bn is not None:
-                out[u.name] = u.bn[1].weight.detach().abs().double()
-        if not out:
-            raise GraphError("criterion 'bn' needs BatchNorm2d layers after convolutions; the "
-                             "model has none (use 'l1', or train a model with BatchNorm)")
-    elif criterion in ("mean_act", "apoz"):
-        if x is None:
-            raise PruneError(f"criterion {criterion!r} needs data: pass x")
-        stats = _activations(model, x, us)
-        for u in us:
-            s, nz, n = stats[u.name]
-            out[u.name] = (s / n) if criterion == "mean_act" else (nz / n)
-    else:
-        raise PruneError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
-    return out
 
 
 def unit_sizes(model: nn.Module) -> dict[str, int]:
@@ -101,25 +42,11 @@ def unit_sizes(model: nn.Module) -> dict[str, int]:
     return sizes
 
 
-def select_keep(scores: dict[str, torch.Tensor], amount: float | dict[str, float], *,
-                min_keep: int = 1) -> dict[str, torch.Tensor]:
-    """Per layer, the sorted indices of the units to keep: the ``1 - amount`` best scores."""
-    keep = {}
-    for n, s in scores.items():
-        a = amount.get(n, 0.0) if isinstance(amount, dict) else amount
-        if not 0.0 <= float(a) < 1.0:
-            raise PruneError(f"amount for {n} must be in [0, 1), not {a!r}")
-        k = max(min_keep, len(s) - int(round(float(a) * len(s))))
-        k = min(k, len(s))
-        idx = torch.argsort(s, descending=True, stable=True)[:k]
-        keep[n] = torch.sort(idx).values
-    return keep
-
-
 @torch.no_grad()
 def remove_units(model: nn.Module, keep: dict[str, torch.Tensor]) -> nn.Module:
-    """A copy of ``model`` where unit layer ``name`` keeps only outputs ``keep[name]``; its
-    BatchNorm and the consumer's inputs shrink to match. ``model`` is not changed."""
+    """A new model: a copy of ``model`` where unit layer ``name`` keeps only outputs
+    ``keep[name]``; its BatchNorm, the consumer's inputs and any pruning masks shrink to
+    match. ``model`` is not changed."""
     model = copy.deepcopy(model)
     us = {u.name: u for u in units(model)}
     for n in keep:
@@ -152,11 +79,14 @@ def remove_units(model: nn.Module, keep: dict[str, torch.Tensor]) -> nn.Module:
         m = layers[n]
         w = m.weight.detach()
         b = m.bias.detach() if m.bias is not None else None
+        mask = mask_of(m)
         if n in out_idx:
             w = w[out_idx[n]]
             b = b[out_idx[n]] if b is not None else None
+            mask = mask[out_idx[n]] if mask is not None else None
         if n in in_idx:
             w = w[:, in_idx[n]]
+            mask = mask[:, in_idx[n]] if mask is not None else None
         if isinstance(m, nn.Linear):
             new = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
         else:
@@ -165,26 +95,30 @@ def remove_units(model: nn.Module, keep: dict[str, torch.Tensor]) -> nn.Module:
         new.weight.copy_(w)
         if b is not None:
             new.bias.copy_(b)
+        if mask is not None:             # a pruning mask shrinks with its layer
+            attach_mask(new, mask)
         set_module(model, n, new)
     return model
 
 
 def prune_structured(model: nn.Module, amount: float | dict[str, float], *,
-                     criterion: str = "l1", x: torch.Tensor | None = None,
+                     criterion: str | UnitCriterion = "l1", x: torch.Tensor | None = None,
                      scope: str = "layer", normalize: str | None = "mean",
                      min_keep: int = 1) -> nn.Module:
-    """Remove the least important ``amount`` of the units and return the smaller model.
+    """Remove the least important ``amount`` of the units; returns the smaller model as a new
+    model (``model`` is not changed).
 
+    ``criterion`` is a unit criterion (:mod:`.importance`: a callable ``(model, units, x) ->
+    {unit: scores}`` or a shortcut name); ``x`` is data for activation criteria.
     ``scope="layer"`` removes ``amount`` of every layer's units (``amount`` may be a dict per
     layer); ``scope="global"`` removes ``amount`` of all units together after normalizing the
-    scores per layer (:func:`.global_prune.normalize_scores`; network slimming uses raw BN scales
+    scores per layer (:func:`.selection.normalize_scores`; network slimming uses raw BN scales
     globally: pass ``normalize=None``).
     """
     scores = unit_scores(model, criterion, x)
     if scope == "layer":
         keep = select_keep(scores, amount, min_keep=min_keep)
     elif scope == "global":
-        from .global_prune import global_keep, normalize_scores
         if isinstance(amount, dict):
             raise PruneError("global structured pruning takes one amount, not a dict")
         keep = global_keep(normalize_scores(scores, normalize), float(amount),

@@ -14,14 +14,14 @@ pruned stay zero (a ternary layer is at least as sparse as its mask).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ZeroskipError
-from ..train import Progress
-from .graph import weight_layers
+from ..prune import register_parametrization, remove_parametrizations
+from ..train import train
+from .graph import plain_weight, weight_layers
 
-__all__ = ["ternarize_tensor", "ternarize", "train_ternary"]
+__all__ = ["ternarize_tensor", "ternarize", "train_ternary", "TernaryWeight"]
 
 
 def ternarize_tensor(w: torch.Tensor, t: float = 0.7) -> tuple[torch.Tensor, float, float]:
@@ -50,55 +50,63 @@ def _names(model, layers):
 @torch.no_grad()
 def ternarize(model: nn.Module, layers: list[str] | None = None, t: float = 0.7
               ) -> dict[str, float]:
-    """Ternarize the chosen layers in place; returns ``{layer: alpha}``."""
+    """Ternarize the chosen layers in place (a pruning mask is made permanent first, so
+    pruned weights stay zero); returns ``{layer: alpha}``."""
+    if not t > 0:
+        raise ZeroskipError(f"ternary threshold factor must be positive, not {t!r}")
     wl, names = _names(model, layers)
     out = {}
     for n in names:
-        tw, alpha, _ = ternarize_tensor(wl[n].weight, t)
-        wl[n].weight.copy_(tw)
+        w = plain_weight(wl[n])
+        tw, alpha, _ = ternarize_tensor(w, t)
+        w.copy_(tw)
         out[n] = alpha
     return out
+
+
+class TernaryWeight(nn.Module):
+    """The parametrization of ternary training: the forward pass sees
+    ``ternarize_tensor(original * mask)``, the backward pass treats it as the identity
+    (straight-through estimator), so the full-precision ``original`` (the shadow weights)
+    receives the gradients computed with the ternary weights. ``mask`` keeps weights that
+    were zero when training started at zero."""
+
+    def __init__(self, mask: torch.Tensor, t: float):
+        super().__init__()
+        self.register_buffer("mask", mask.detach().clone())
+        self.t = float(t)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        wm = w * self.mask
+        return wm + (ternarize_tensor(wm, self.t)[0] - wm).detach()
 
 
 def train_ternary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 2,
                   lr: float = 5e-4, batch_size: int = 64, t: float = 0.7,
                   layers: list[str] | None = None, loss_fn=None, seed: int = 0,
                   progress: bool = False) -> dict[str, float]:
-    """Train with ternary weights (straight-through estimator) and leave the model ternary.
+    """Train with ternary weights in place (straight-through estimator,
+    :class:`TernaryWeight`, with :func:`zeroskip.sw.train.train`) and leave the model
+    ternary.
 
     Weights that are zero when training starts (pruned) stay zero. Returns ``{layer: alpha}``.
     """
+    if not t > 0:
+        raise ZeroskipError(f"ternary threshold factor must be positive, not {t!r}")
     wl, names = _names(model, layers)
-    masks = {n: (wl[n].weight.detach() != 0).to(wl[n].weight.dtype) for n in names}
-    shadow = {n: wl[n].weight.detach().clone() for n in names}
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    gen = torch.Generator().manual_seed(seed)
-    n_samples = x.shape[0]
-    bar = Progress(epochs * -(-n_samples // batch_size), "ternary training", enabled=progress)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(n_samples, generator=gen)
-        for i in range(0, n_samples, batch_size):
-            idx = perm[i:i + batch_size]
-            xb, yb = x[idx], y[idx]
-            with torch.no_grad():
-                for n in names:
-                    wl[n].weight.copy_(ternarize_tensor(shadow[n] * masks[n], t)[0])
-            logits = model(xb)
-            loss = loss_fn(logits, xb, yb) if loss_fn is not None else F.cross_entropy(logits, yb)
-            opt.zero_grad()
-            loss.backward()
-            with torch.no_grad():         # straight-through: step the shadow weights
-                for n in names:
-                    wl[n].weight.copy_(shadow[n])
-            opt.step()
-            with torch.no_grad():
-                for n in names:
-                    shadow[n] = wl[n].weight.detach().clone() * masks[n]
-            bar.update(1, f"loss {loss.item():.3f}")
-    bar.close()
-    model.eval()
     with torch.no_grad():
         for n in names:
-            wl[n].weight.copy_(shadow[n])
+            w = plain_weight(wl[n])
+            register_parametrization(
+                wl[n], "weight", TernaryWeight((w != 0).to(w.dtype), t))
+    try:
+        train(model, x, y, epochs=epochs, lr=lr, batch_size=batch_size, loss_fn=loss_fn,
+              seed=seed, progress=progress, desc="ternary training")
+    finally:
+        with torch.no_grad():
+            for n in names:
+                # the plain weight becomes the masked shadow weight; ternarized just below
+                mask = wl[n].parametrizations.weight[0].mask
+                remove_parametrizations(wl[n], "weight", leave_parametrized=False)
+                wl[n].weight.mul_(mask)
     return ternarize(model, names, t)

@@ -6,7 +6,13 @@ import json
 import pytest
 import torch
 
-from zeroskip.sw.cli_compress import add_subcommands, main
+from zeroskip.cli import main as zeroskip_main
+from zeroskip.commands.compress import add_subcommands
+
+
+def main(argv):
+    """``zeroskip compress ARGV...``: its exit status."""
+    return zeroskip_main(["compress", *argv])
 
 
 @pytest.fixture(scope="module")

@@ -28,31 +28,10 @@ from zeroskip.sw.compress import (
 )
 from zeroskip.sw.compress.graph import GraphError, check_model
 from zeroskip.sw.compress.structured import bn_l1_penalty, unit_sizes
-from zeroskip.sw.data import load_digits
 from zeroskip.sw.errors import ZeroskipError
-from zeroskip.sw.models import digits_cnn, digits_mlp
+from zeroskip.sw.models import digits_mlp
 from zeroskip.sw.prune import PruneError
 from zeroskip.sw.train import evaluate, predict, train
-
-torch.set_num_threads(2)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_digits()
-
-
-@pytest.fixture(scope="module")
-def mlp(digits):
-    torch.manual_seed(0)
-    return train(digits_mlp((64, 32)), digits.x_train, digits.y_train, epochs=15, lr=3e-3)
-
-
-@pytest.fixture(scope="module")
-def cnn(digits):
-    torch.manual_seed(0)
-    return train(digits_cnn(), digits.x_train, digits.y_train, epochs=15, lr=3e-3)
-
 
 # ----------------------------------------------------------------------------- graph
 

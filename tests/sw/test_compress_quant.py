@@ -29,36 +29,12 @@ from zeroskip.sw.compress.lowrank import choose_rank
 from zeroskip.sw.compress.report import weight_codes
 from zeroskip.sw.compress.sharing import SharingError, kmeans_1d
 from zeroskip.sw.compress.ternary import ternarize_tensor
-from zeroskip.sw.data import load_digits
 from zeroskip.sw.errors import ZeroskipError
 from zeroskip.sw.models import digits_cnn, digits_mlp
 from zeroskip.sw.pack import pack_layer
 from zeroskip.sw.params import HwParams
-from zeroskip.sw.prune import magnitude_prune
 from zeroskip.sw.quant import quantize_mlp, quantize_weight
 from zeroskip.sw.train import evaluate, predict, train
-
-torch.set_num_threads(2)
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_digits()
-
-
-@pytest.fixture(scope="module")
-def mlp(digits):
-    torch.manual_seed(1)
-    return train(digits_mlp((64, 32)), digits.x_train, digits.y_train, epochs=15, lr=3e-3)
-
-
-@pytest.fixture(scope="module")
-def pruned(digits, mlp):
-    m = copy.deepcopy(mlp)
-    masks = magnitude_prune(m, 0.8)
-    train(m, digits.x_train, digits.y_train, epochs=5, lr=1e-3, masks=masks)
-    return m
-
 
 # ----------------------------------------------------------------------------- Huffman
 

@@ -2,7 +2,7 @@
 
 import json
 
-from zeroskip.sw.results import main, merge_file, merge_results, render_markdown
+from zeroskip.experiments.results import main, merge_file, merge_results, render_markdown
 
 
 def rec(model, method, kept=1.0, acc=0.9, ratio=4.0, **kw):
