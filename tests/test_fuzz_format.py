@@ -102,12 +102,13 @@ def test_header_mutations(name):
     reject(b"ZSKX" + blob[4:], r"bad magic b'ZSKX' \(not a zeroskip model file\)")
     reject(b"", r"truncated header \(0 bytes\)")
     reject(blob[:15], r"truncated header \(15 bytes\)")
-    v2 = bytearray(blob)
-    struct.pack_into("<H", v2, 4, 2)
-    reject(bytes(v2), r"unknown format version 2 \(this zeroskip reads version 1\)")
-    head, secs = split(blob)
-    struct.pack_into("<H", head, 4, 2)
-    reject(join(head, secs), "unknown format version 2")       # with a valid header CRC too
+    for bad in (0, 3, 0xFFFF):
+        v = bytearray(blob)
+        struct.pack_into("<H", v, 4, bad)
+        reject(bytes(v), f"unknown format version {bad} \\(this zeroskip reads versions 1 and 2\\)")
+        head, secs = split(blob)
+        struct.pack_into("<H", head, 4, bad)
+        reject(join(head, secs), f"unknown format version {bad}")   # with a valid header CRC
     head, secs = split(blob)
     struct.pack_into("<H", head, 6, 1)
     reject(bytes(head[:12]) + blob[12:], "header CRC mismatch")

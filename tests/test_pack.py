@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zeroskip.spec import HwParams, decode_entry
-from zeroskip.sw import pack
+from zeroskip.sw import modelfile
 from zeroskip.sw.errors import FitError, FormatError
 from zeroskip.sw.pack import (
     check_fits,
@@ -194,11 +194,11 @@ def test_to_bytes_from_bytes_round_trip(m):
         for x, y in zip(pl.ptrs + pl.entries, b.ptrs + b.entries):
             np.testing.assert_array_equal(x, y)
     assert to_bytes(back) == blob
-    # header + HWPR (8+32+4) + MODL (8+12+4) + per layer 6 sections
-    size = 16 + 44 + 24
+    # version 2: header + HWPR (8+32+4) + MODL (8+20+4) + per layer 6 sections
+    size = 16 + 44 + 32
     for pl in pm.layers:
         o, i = pl.q.out_features, pl.q.in_features
-        size += 6 * 12 + (20 + 4 * o) + 4 * o + 4 * o + 4 * p.pes * (i + 1) + 2 * pl.n_entries
+        size += 6 * 12 + (44 + 4 * o) + 4 * o + 4 * o + 4 * p.pes * (i + 1) + 2 * pl.n_entries
         size += 4 * o  # PERM
     assert len(blob) == size
 
@@ -229,8 +229,8 @@ def test_write_model_failure_leaves_target_unchanged(tmp_path, monkeypatch, fail
     def boom(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pack.os, fail_in, boom)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(modelfile.os, fail_in, boom)
+    with pytest.raises(FormatError, match="m.zsk: cannot write \\(No space left on device\\)"):
         write_model(target, pack_model(small_model(), HwParams(pes=2)))
     monkeypatch.undo()
     assert target.read_bytes() == b"old contents"
