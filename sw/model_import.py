@@ -234,7 +234,9 @@ def extract_layers(model: nn.Module) -> list[FloatLayer]:
             m = mods[node.target]
             what = type(m).__name__
         elif node.op == "call_function":
-            what = getattr(node.target, "__name__", str(node.target))
+            fn = getattr(node.target, "__name__", str(node.target))
+            mod = getattr(node.target, "__module__", None) or "torch"
+            what = f"function {'torch' if mod.startswith('torch._') else mod}.{fn}"
         else:
             what = f"Tensor.{node.target}"
         if ins != [cur]:

@@ -341,9 +341,11 @@ def _parse_layer(r: _Reader, version: int, params: HwParams, lw: str,
           f"{lw}: shape {n_out}x{n_in} exceeds act_depth={params.act_depth}")
     _need(len(ly_b) == rec.size + 4 * n_out,
           f"{lw}: LAYR has {len(ly_b)} bytes, expected {rec.size + 4 * n_out}")
-    wscale = np.frombuffer(ly_b, dtype=_WSCALE, offset=rec.size).astype(np.float64)
+    wscale = np.frombuffer(ly_b, dtype=_WSCALE, offset=rec.size)
+    # checked in float32: casting a signalling NaN would print a numpy warning
     _need(bool(np.all(np.isfinite(wscale))) and _finite(ly["in_scale"], ly["out_scale"]),
           f"{lw}: LAYR: a scale is not finite")
+    wscale = wscale.astype(np.float64)
     bias = r.section(b"BIAS")
     _need(len(bias) == 4 * n_out, f"{lw}: BIAS has {len(bias)} bytes, expected {4 * n_out}")
     rq_b = r.section(b"RQNT")
