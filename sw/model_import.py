@@ -85,9 +85,10 @@ class FloatLayer:
         return y
 
 
-def _refuse(name: str, what: str, why: str = "") -> UnsupportedModelError:
+def _refuse(name: str, what: str, why: str = "", tail: bool = True) -> UnsupportedModelError:
     why = f": {why}" if why else " is not supported"
-    return UnsupportedModelError(f"layer {name} ({what}){why}; {SUPPORTED}")
+    return UnsupportedModelError(f"layer {name} ({what}){why}" + (f"; {SUPPORTED}" if tail
+                                                                 else ""))
 
 
 def _pair(v, name: str, what: str, label: str) -> int:
@@ -141,7 +142,7 @@ def _check_pool(name: str, kernel, stride, padding, dilation, ceil_mode, return_
 def _fold_bn(layer: FloatLayer, bn: nn.Module, name: str) -> None:
     what = type(bn).__name__
     if bn.training:
-        raise _refuse(name, what, "in training mode (call model.eval())")
+        raise _refuse(name, what, "in training mode (call model.eval())", tail=False)
     if bn.running_mean is None or bn.running_var is None:
         raise _refuse(name, what, "without running statistics (track_running_stats=False)")
     if bn.num_features != layer.out_channels:
@@ -288,7 +289,7 @@ def extract_layers(model: nn.Module) -> list[FloatLayer]:
                     raise _refuse(name, what, f"start_dim={m.start_dim}, end_dim={m.end_dim}")
                 kind = "flatten"
             elif isinstance(m, (nn.Dropout, nn.Identity)):
-                continue
+                kind = "noop"
             else:
                 raise _refuse(name, what)
         elif node.op == "call_function":
@@ -312,7 +313,7 @@ def extract_layers(model: nn.Module) -> list[FloatLayer]:
                                               "torch.flatten(x, 1))")
                 kind = "flatten"
             elif t in (F.dropout, torch.dropout):
-                continue
+                kind = "noop"
             else:
                 raise _refuse(name, what)
         else:  # call_method
@@ -336,10 +337,13 @@ def extract_layers(model: nn.Module) -> list[FloatLayer]:
                                               "sample) is supported")
                 kind = "flatten"
             elif t in ("contiguous",):
-                continue
+                kind = "noop"
             else:
                 raise _refuse(name, what)
         # apply the operation to the chain
+        if kind == "noop":
+            cur = node                  # passes its input through
+            continue
         if kind == "relu":
             lay = need_layer(name, what)
             lay.relu = True
@@ -364,7 +368,7 @@ def extract_layers(model: nn.Module) -> list[FloatLayer]:
             if not prev.relu:
                 raise _refuse(prev.name, prev.kind == "conv" and "Conv2d" or "Linear",
                               "a hidden layer must be followed by ReLU (activations are "
-                              "uint8 with zero point 0)")
+                              "uint8 with zero point 0)", tail=False)
         last_op = kind if isinstance(kind, str) else "pool"
         cur = node
     if not layers:

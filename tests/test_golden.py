@@ -23,8 +23,8 @@ def test_golden_decodes_and_reproduces(name):
     x = np.load(inp)
     want = np.load(exp)
     assert x.dtype == np.uint8 and want.dtype == np.int64
-    assert x.shape == (len(x), pm.layers[0].q.in_features)
-    assert want.shape == (len(x), pm.layers[-1].q.out_features)
+    assert x.shape == (len(x), pm.layers[0].q.in_size)
+    assert want.shape == (len(x), pm.layers[-1].q.out_size)
     np.testing.assert_array_equal(run_model(pm, x).numpy(), want)
 
 
