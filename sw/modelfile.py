@@ -264,22 +264,26 @@ class _Parsed:
     ptrs: list[np.ndarray]
     entries: list[np.ndarray]
     perm: np.ndarray
-    abs_row_sums: np.ndarray        # sum_j |W[r, j]| per hardware row r
+    abs_row_sums: np.ndarray        # sum_j |W[o, j]| per output row o (model order)
+    nonzeros: tuple                 # (rows, cols, vals) in hardware order
 
 
-def _decode_streams(ptrs, entries, n_out: int, n_in: int, params: HwParams, lw: str,
-                    dense: np.ndarray | None = None) -> np.ndarray:
-    """Validate per-PE streams; return ``sum_j |W_hw[r, j]|`` per hardware row, and fill
-    ``dense`` (``(n_out, n_in)`` int8, hardware order) when it is given. Linear in the number of
-    entries plus columns."""
+def _decode_streams(ptrs, entries, n_out: int, n_in: int, params: HwParams, lw: str):
+    """Validate per-PE streams and decode them without building the dense matrix.
+
+    Returns ``(rows, cols, vals)`` of the nonzero weights in hardware order (int32, int32,
+    int8) and ``sum_j |W_hw[r, j]|`` per hardware row (int64). Linear in the number of entries
+    plus columns; the memory it takes is proportional to the streams, never to ``n_out * n_in``.
+    """
     from .pack import local_rows
 
     P, wb = params.pes, params.weight_bits
     sums = np.zeros(n_out, dtype=np.int64)
-    cols = np.arange(n_in, dtype=np.int64)
+    cols = np.arange(n_in, dtype=np.int32)
+    out_r, out_c, out_v = [], [], []
     for p in range(P):
         ptr = np.asarray(ptrs[p], dtype=np.int64)
-        ent = np.asarray(entries[p], dtype=np.int64)
+        ent = np.asarray(entries[p], dtype=np.int32)
         n_rows = local_rows(n_out, P, p)
         if ptr.shape != (n_in + 1,):
             raise FormatError(f"{lw}: PE {p} has {ptr.size} column pointers, "
@@ -294,7 +298,7 @@ def _decode_streams(ptrs, entries, n_out: int, n_in: int, params: HwParams, lw: 
         if ent.size == 0:
             continue
         col = np.repeat(cols, counts)                       # column of every entry
-        step = np.cumsum((ent >> wb) + 1)                   # rows advanced so far
+        step = np.cumsum((ent >> wb) + 1, dtype=np.int64)   # rows advanced so far
         nonempty = counts > 0
         start = ptr[:-1][nonempty]                          # first entry of each column
         base = np.where(start > 0, step[np.maximum(start - 1, 0)], 0)
@@ -305,14 +309,18 @@ def _decode_streams(ptrs, entries, n_out: int, n_in: int, params: HwParams, lw: 
             last = int(rows[ptr[j + 1] - 1])
             raise FormatError(f"{lw}: PE {p} column {j}: row index {last} out of "
                               f"range (the PE has {n_rows} rows)")
-        vals = ent & ((1 << wb) - 1)
-        vals = np.where(vals >= 1 << (wb - 1), vals - (1 << wb), vals)
-        hw_rows = p + P * rows
-        sums += np.bincount(hw_rows, weights=np.abs(vals), minlength=n_out).astype(np.int64)
-        if dense is not None:
-            nz = vals != 0
-            dense[hw_rows[nz], col[nz]] = vals[nz]
-    return sums
+        vals = (ent & ((1 << wb) - 1)).astype(np.uint8).view(np.int8)   # two's complement
+        nz = vals != 0
+        hw_rows = (p + P * rows[nz]).astype(np.int32)
+        v = vals[nz]
+        sums += np.bincount(hw_rows, weights=np.abs(v.astype(np.int16)),
+                            minlength=n_out).astype(np.int64)
+        out_r.append(hw_rows)
+        out_c.append(col[nz])
+        out_v.append(v)
+    if not out_r:
+        return (np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int8)), sums
+    return (np.concatenate(out_r), np.concatenate(out_c), np.concatenate(out_v)), sums
 
 
 def _parse_layer(r: _Reader, version: int, params: HwParams, lw: str,
@@ -369,7 +377,7 @@ def _parse_layer(r: _Reader, version: int, params: HwParams, lw: str,
     offs = np.concatenate([[0], np.cumsum(counts)])
     entries = [en[offs[p]:offs[p + 1]].astype(np.uint16) for p in range(P)]
     ptrs = [pt[p].astype(np.uint32) for p in range(P)]
-    sums = _decode_streams(ptrs, entries, n_out, n_in, params, lw)
+    nonzeros, sums = _decode_streams(ptrs, entries, n_out, n_in, params, lw)
     pm_ = r.section(b"PERM")
     _need(len(pm_) == 4 * n_out, f"{lw}: PERM has {len(pm_)} bytes, expected {4 * n_out}")
     perm = np.frombuffer(pm_, dtype=_PERM).astype(np.int64)
@@ -380,7 +388,7 @@ def _parse_layer(r: _Reader, version: int, params: HwParams, lw: str,
     return _Parsed(n_in, n_out, geom, enc, bool(lflags & FLAG_REQUANT), float(ly["in_scale"]),
                    float(ly["out_scale"]), wscale,
                    np.frombuffer(bias, dtype=_BIAS).astype(np.int32),
-                   rq, ptrs, entries, perm, row_sums)
+                   rq, ptrs, entries, perm, row_sums, nonzeros)
 
 
 def from_bytes(blob: bytes, where: str = "model file"):
@@ -448,12 +456,12 @@ def from_bytes(blob: bytes, where: str = "model file"):
         raise FitError(f"{where}: {e}") from None
     layers = []
     in_perm = np.arange(in_shape[0])
-    for i, lay in enumerate(parsed):
-        w_hw = np.zeros((lay.n_out, lay.n_in), dtype=np.int8)
-        _decode_streams(lay.ptrs, lay.entries, lay.n_out, lay.n_in, params,
-                        f"{where}: layer {i}", dense=w_hw)
-        w = np.empty_like(w_hw)
-        w[np.ix_(lay.perm, np.asarray(lay.geom.column_perm(in_perm)))] = w_hw
+    for lay in parsed:
+        rows, cols, vals = lay.nonzeros
+        w = np.zeros((lay.n_out, lay.n_in), dtype=np.int8)   # in the model's own order
+        col_of = np.asarray(lay.geom.column_perm(in_perm), dtype=np.int64)
+        w.reshape(-1)[lay.perm[rows] * lay.n_in + col_of[cols]] = vals
+        lay.nonzeros = ()
         layers.append(PackedLayer(qlayer(lay, w), lay.ptrs, lay.entries, lay.enc,
                                   perm=lay.perm, in_perm=in_perm))
         in_perm = lay.perm

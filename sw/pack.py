@@ -293,8 +293,10 @@ def unpack_layer(ptrs, entries, out_features: int, in_features: int, params: HwP
     validating every pointer and index (vectorized: linear in entries plus columns)."""
     from .modelfile import _decode_streams
 
+    (rows, cols, vals), _ = _decode_streams(ptrs, entries, out_features, in_features, params,
+                                            where)
     w = np.zeros((out_features, in_features), dtype=np.int8)
-    _decode_streams(ptrs, entries, out_features, in_features, params, where, dense=w)
+    w[rows, cols] = vals
     return w
 
 
