@@ -204,15 +204,10 @@ def _calibration_tensor(calib_x, first, input_shape) -> torch.Tensor:
         shape = tuple(int(v) for v in input_shape)
     elif x.ndim == 4:
         shape = tuple(x.shape[1:])
-    elif x.ndim == 3 and c == 1:
-        shape = (1, *x.shape[1:])
     else:
-        feats = int(np.prod(x.shape[1:])) if x.ndim > 1 else 1
-        side = int(round(math.sqrt(feats / c)))
-        if c * side * side != feats:
-            raise QuantError(f"calibration data has {feats} features per sample: not a square "
-                             f"map of {c} channels; give (N, C, H, W) data")
-        shape = (c, side, side)
+        raise QuantError(f"calibration data of shape {tuple(x.shape)} does not give the input "
+                         "map of a convolutional model: give (N, C, H, W) data or the input "
+                         "shape (C, H, W)")
     if len(shape) != 3 or shape[0] != c:
         raise QuantError(f"input map {shape} does not match the first Conv2d's {c} input "
                          "channels")

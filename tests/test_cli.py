@@ -170,22 +170,29 @@ def packed(saved):
     return out
 
 
-def test_output_paths(saved, packed, tmp_path, cli):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o500)
-    try:
-        import os
-        writable = os.access(ro, os.W_OK)       # root ignores the mode
-        for opt, args in (("-o", ["pack", saved / "model.pt"]),
-                          ("--out", ["ref", packed, saved / "codes.npy"])):
-            _one_line(cli(*args, opt, tmp_path / "missing" / "f"), "does not exist")
-            _one_line(cli(*args, opt, tmp_path), "is a directory")
-            if not writable:
+def test_output_paths(saved, packed, tmp_path, monkeypatch, cli):
+    import os
+
+    from zeroskip.sw import modelfile
+    for opt, args in (("-o", ["pack", saved / "model.pt"]),
+                      ("--out", ["ref", packed, saved / "codes.npy"])):
+        _one_line(cli(*args, opt, tmp_path / "missing" / "f"), "does not exist")
+        _one_line(cli(*args, opt, tmp_path), "is a directory")
+        ro = tmp_path / "ro"
+        ro.mkdir(exist_ok=True)
+        ro.chmod(0o500)
+        try:
+            if not os.access(ro, os.W_OK):              # root ignores the mode
                 _one_line(cli(*args, opt, ro / "f"), "cannot write (Permission denied)")
-                assert list(ro.iterdir()) == []
-    finally:
-        ro.chmod(0o700)
+        finally:
+            ro.chmod(0o700)
+
+        def erofs(*a, **k):
+            raise OSError(30, "Read-only file system")
+        with monkeypatch.context() as m:                # a read-only file system
+            m.setattr(modelfile.tempfile, "mkstemp", erofs)
+            _one_line(cli(*args, opt, ro / "f"), "f: cannot write (Read-only file system)")
+        assert list(ro.iterdir()) == []
 
 
 def test_ref_out_writes_exactly_the_name_it_reports(saved, packed, tmp_path, cli):
@@ -328,5 +335,13 @@ def test_pack_a_users_cnn(tmp_path, monkeypatch, cli):
         assert g[0].pool == (2, 2) and g[1].stride == 2 and g[2].in_shape == (8, 2, 2)
     r = cli("pack", "whole.pt", "-o", "n.zsk", "--import", "usernet")
     _one_line(r, "the input size of a convolutional model is not part of the model")
+    np.save(tmp_path / "flat.npy", np.random.default_rng(0).random((16, 64)).astype(np.float32))
+    r = cli("pack", "whole.pt", "-o", "n.zsk", "--import", "usernet", "--calib", "flat.npy")
+    _one_line(r, "does not give the input map of a convolutional model")
+    r = cli("pack", "whole.pt", "-o", "n.zsk", "--import", "usernet", "--calib", "flat.npy",
+            "--input-shape", "1,8,8")
+    assert r.returncode == 0, r.stderr
+    _one_line(cli("pack", "whole.pt", "-o", "n.zsk", "--import", "usernet", "--calib",
+                  "flat.npy", "--input-shape", "8,8"), "give three positive integers C,H,W")
     r = cli("inspect", tmp_path / "n.zsk")
     assert "conv 3x3/s1/p1 pool 2/s2 -> 6x4x4" in r.stdout and "input map 1x8x8" in r.stdout

@@ -250,14 +250,16 @@ def test_quantize_model_geometry_and_per_channel_scales():
     assert qm.layers[2].in_features == 64 and qm.in_features == 64
     assert len(set(qm.layers[0].weight_scale.tolist())) == 8          # per output channel
     assert len(set(qm.layers[-1].weight_scale.tolist())) == 1         # per tensor (logits)
-    # flat calibration data of a square map works too and gives the same model
-    qm2 = quantize_model(model, torch.rand(32, 1, 8, 8).reshape(32, 64))
+    # flat calibration data with the input shape given works too and gives the same model
+    qm2 = quantize_model(model, torch.rand(32, 1, 8, 8).reshape(32, 64), input_shape=(1, 8, 8))
     assert [q.geom for q in qm2.layers] == g
 
 
 def test_calibration_shape_mismatch():
-    with pytest.raises(QuantError, match="not a square map"):
-        quantize_model(digits_cnn().eval(), torch.rand(4, 60))
+    with pytest.raises(QuantError, match=r"does not give the input map .* \(N, C, H, W\)"):
+        quantize_model(digits_cnn().eval(), torch.rand(4, 64))       # never guessed as 8x8
+    with pytest.raises(QuantError, match=r"of shape \(60,\) is not an input map \(1, 8, 8\)"):
+        quantize_model(digits_cnn().eval(), torch.rand(4, 60), input_shape=(1, 8, 8))
     with pytest.raises(QuantError, match="does not match the first Conv2d's 1 input channels"):
         quantize_model(digits_cnn().eval(), torch.rand(4, 3, 8, 8))
 

@@ -281,6 +281,19 @@ def _read_inputs(path: str, n_features: int, as_float: bool, input_scale: float)
     return x.astype(np.int64)
 
 
+def _input_shape(spec: str | None):
+    """``--input-shape C,H,W``."""
+    if spec is None:
+        return None
+    try:
+        shape = tuple(int(v) for v in spec.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise CliError(f"--input-shape {spec}: give three positive integers C,H,W")
+    return shape
+
+
 def _check_output_path(path: str, opt: str) -> None:
     """Fail early (before any work) when ``path`` cannot be a new file."""
     p = Path(path)
@@ -302,7 +315,8 @@ def cmd_pack(args) -> int:
     chain = extract_layers(model)
     params = _params(args)
     x = _calibration(args.calib, chain[0])
-    qm = quantize_model(chain, x, params, percentile=args.percentile)
+    qm = quantize_model(chain, x, params, percentile=args.percentile,
+                        input_shape=_input_shape(args.input_shape))
     pm = pack_model(qm, params, dense=args.dense)
     size = write_model(args.output, pm)
     print(f"wrote {args.output}: {len(pm.layers)} layers, {size} bytes, "
@@ -566,6 +580,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calib", default=None,
                    help="calibration inputs: 'digits', 'fashion-mnist' or a float .npy "
                         "(N, C, H, W) (default: digits for 64-input MLPs; required for CNNs)")
+    p.add_argument("--input-shape", default=None, metavar="C,H,W",
+                   help="input map of a CNN when --calib is a flat (N, C*H*W) array")
     p.add_argument("--percentile", type=float, default=100.0,
                    help="activation range percentile for calibration (default 100: max)")
     p.add_argument("--dense", action="store_true", help="store zero weights too (baseline)")
