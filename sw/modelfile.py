@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..spec import HwParams, ParamError, entry_layout, unpack_field
 from .errors import FitError, FormatError
 from .geometry import Geometry, GeometryError
-from .params import HwParams, ParamError
 
 __all__ = ["MAGIC", "VERSION", "VERSIONS", "Record", "HEADER", "SECTION", "HWPR", "MODL", "LAYR",
            "SECTIONS_PER_LAYER", "LAYER_SECTIONS", "KIND_FC", "KIND_CONV", "FLAG_REQUANT",
@@ -277,7 +277,7 @@ def _decode_streams(ptrs, entries, n_out: int, n_in: int, params: HwParams, lw: 
     """
     from .pack import local_rows
 
-    P, wb = params.pes, params.weight_bits
+    P, elay = params.pes, entry_layout(params)
     sums = np.zeros(n_out, dtype=np.int64)
     cols = np.arange(n_in, dtype=np.int32)
     out_r, out_c, out_v = [], [], []
@@ -292,13 +292,13 @@ def _decode_streams(ptrs, entries, n_out: int, n_in: int, params: HwParams, lw: 
         if ptr[0] != 0 or np.any(counts < 0) or ptr[-1] != ent.size:
             raise FormatError(f"{lw}: PE {p} column pointers are not monotone from 0 to "
                               f"its {ent.size} entries")
-        if np.any(ent >> params.entry_bits):
+        if np.any(ent >> elay.size):
             raise FormatError(f"{lw}: PE {p} has entries with bits above bit "
-                              f"{params.entry_bits - 1} set")
+                              f"{elay.size - 1} set")
         if ent.size == 0:
             continue
         col = np.repeat(cols, counts)                       # column of every entry
-        step = np.cumsum((ent >> wb) + 1, dtype=np.int64)   # rows advanced so far
+        step = np.cumsum(unpack_field(elay, ent, "delta") + 1, dtype=np.int64)  # rows so far
         nonempty = counts > 0
         start = ptr[:-1][nonempty]                          # first entry of each column
         base = np.where(start > 0, step[np.maximum(start - 1, 0)], 0)
@@ -309,7 +309,7 @@ def _decode_streams(ptrs, entries, n_out: int, n_in: int, params: HwParams, lw: 
             last = int(rows[ptr[j + 1] - 1])
             raise FormatError(f"{lw}: PE {p} column {j}: row index {last} out of "
                               f"range (the PE has {n_rows} rows)")
-        vals = (ent & ((1 << wb) - 1)).astype(np.uint8).view(np.int8)   # two's complement
+        vals = unpack_field(elay, ent, "weight").astype(np.int8)      # sign-extended
         nz = vals != 0
         hw_rows = (p + P * rows[nz]).astype(np.int32)
         v = vals[nz]

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .geometry import Geometry
 from ..spec import HwParams
+from .geometry import Geometry
 from .quant import QLayer, QModel, fit_requant
 
 __all__ = ["random_layer", "random_model", "random_inputs", "fitted_layer", "ConvSpec", "FCSpec",

@@ -543,8 +543,8 @@ def _giant_blobs() -> dict[str, tuple[bytes, str]]:
     struct.pack_into("<I", layer(secs, 0, "LAYR"), 4, 0xFFFFFFFF)
     out["v2 out 0xFFFFFFFF"] = (join(head, secs), "exceeds act_depth")
     # a 16384 x 16384 layer (no entries) in a ~330 KB file that breaks ptr_depth
+    from zeroskip.spec import HwParams
     from zeroskip.sw.pack import PackedLayer, PackedModel
-    from zeroskip.sw.params import HwParams
     from zeroskip.sw.quant import QLayer
     n = 16384
     p = HwParams(pes=1, ptr_depth=4096, act_depth=n, row_depth=n, max_layers=1)
@@ -616,8 +616,8 @@ def test_a_valid_25_mb_file_parses_in_seconds():
     Python loop took minutes)."""
     import time
 
+    from zeroskip.spec import HwParams
     from zeroskip.sw.pack import PackedLayer, PackedModel
-    from zeroskip.sw.params import HwParams
     from zeroskip.sw.quant import QLayer
     P, n_out, n_in = 64, 2048, 6000
     params = HwParams(pes=P, index_bits=4, entry_depth=1 << 20, ptr_depth=8192, row_depth=64,

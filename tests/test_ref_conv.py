@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from zeroskip.spec import HwParams
 from zeroskip.sw.geometry import Geometry
 from zeroskip.sw.pack import from_bytes, pack_model, to_bytes
-from zeroskip.sw.params import HwParams
 from zeroskip.sw.quant import QModel
 from zeroskip.sw.random_models import CnnSpec, ConvSpec, FCSpec, random_cnn, random_layer
 from zeroskip.sw.ref import run_layer, run_model
