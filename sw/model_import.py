@@ -234,12 +234,18 @@ def extract_layers(model: nn.Module) -> list[FloatLayer]:
         if node.op == "call_module":
             m = mods[node.target]
             what = type(m).__name__
-        elif node.op == "call_function":
-            fn = getattr(node.target, "__name__", str(node.target))
-            mod = getattr(node.target, "__module__", None) or "torch"
-            what = f"function {'torch' if mod.startswith('torch._') else mod}.{fn}"
         else:
-            what = f"Tensor.{node.target}"
+            if node.op == "call_function":
+                fn = getattr(node.target, "__name__", str(node.target))
+                mod = getattr(node.target, "__module__", None) or "torch"
+                what = f"function {'torch' if mod.startswith('torch._') else mod}.{fn}"
+            else:
+                what = f"Tensor.{node.target}"
+            stack = node.meta.get("nn_module_stack") or {}
+            if stack:           # inside a submodule's forward: name that module
+                path, (_, cls) = list(stack.items())[-1]
+                name = path
+                what = f"{getattr(cls, '__name__', cls)}: {what}"
         if ins != [cur]:
             raise _refuse(name, what, "combines several tensors (a branch or residual "
                                       "connection)" if len(ins) > 1 else

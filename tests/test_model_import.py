@@ -110,6 +110,11 @@ class Branchy(nn.Module):
         return x
 
 
+class _SigmoidBlock(nn.Module):
+    def forward(self, x):
+        return torch.sigmoid(x)
+
+
 def _c(*mods):
     return nn.Sequential(*mods)
 
@@ -139,6 +144,8 @@ def _c(*mods):
     (_c(nn.Flatten(), nn.Dropout()), "has no Linear or Conv2d layer"),
     (_c(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Linear(6, 2)), r"on a feature map without Flatten"),
     (Branchy(), r"cannot trace Branchy.forward with torch.fx"),
+    (_c(nn.Linear(8, 4), _c(_SigmoidBlock())), r"layer 1\.0 \(_SigmoidBlock: function "
+                                               r"torch\.sigmoid\) is not supported"),
 ])
 def test_refusals_name_the_layer(model, msg):
     with pytest.raises(UnsupportedModelError, match=msg) as ei:
