@@ -646,4 +646,6 @@ def test_a_valid_25_mb_file_parses_in_seconds():
     want = np.empty_like(w)
     want[perm] = w
     np.testing.assert_array_equal(pm.layers[0].q.weight, want)
-    assert dt < 6.0, dt
+    # about 2 s alone; the bound leaves room for a loaded 2-core CI machine and still fails
+    # the per-column Python loop this replaced (175 s on such a file)
+    assert dt < 15.0, dt

@@ -243,8 +243,6 @@ def _calibration(spec: str | None, first):
     if spec is None:
         if first.kind == "fc" and first.weight.shape[1] == 64:
             spec = "digits"
-            print("zeroskip: calibrating on the digits training set (the default for 64-input "
-                  "MLPs; --calib chooses other data)", file=sys.stderr)
         else:
             raise CliError("give calibration data with --calib ('digits', 'fashion-mnist' or "
                            "a .npy of float inputs (N, C, H, W)): the input size of "
