@@ -3,7 +3,8 @@
 The files live in ``tests/golden/``; per model ``<name>``:
 
 * ``<name>.zsk`` -- the packed model file (``docs/format.md``);
-* ``<name>.inputs.npy`` -- ``uint8`` input codes, shape ``(N, in_features)``;
+* ``<name>.inputs.npy`` -- ``uint8`` input codes, shape ``(N, in)`` (``in = C * H * W`` of the
+  input map, in CHW order);
 * ``<name>.expected.npy`` -- ``int64`` outputs of :func:`zeroskip.sw.ref.run_model`, ``(N, out)``.
 
 They are checked in and only rewritten on request::
@@ -32,7 +33,8 @@ import numpy as np
 from ..spec import HwParams
 from .errors import ZeroskipError
 from .pack import PackedModel, pack_model, read_model, to_bytes
-from .quant import QLayer, QModel, fit_requant
+from .quant import QLayer, QModel
+from .random_models import fitted_layer
 from .ref import run_layer, run_model
 
 __all__ = ["GOLDEN_DIR", "GOLDEN_MODELS", "Golden", "build_all", "regenerate", "verify",
@@ -98,24 +100,6 @@ def _digits() -> Golden:
                   "4 PEs, index_bits 4, int32 logits")
 
 
-def _random_layer(rng: np.random.Generator, n_in: int, n_out: int, density: float,
-                  requant: bool, x: np.ndarray, params: HwParams) -> QLayer:
-    """A random integer layer; the requantization is chosen so that the outputs on ``x``
-    spread over 0..255 (some clamp at 0, a few at 255)."""
-    w = rng.integers(-127, 128, size=(n_out, n_in))
-    w[rng.random((n_out, n_in)) >= density] = 0
-    w = w.astype(np.int8)
-    bias = rng.integers(-3000, 3001, size=n_out).astype(np.int32)
-    if requant:
-        acc = x.astype(np.int64) @ w.T.astype(np.int64) + bias
-        top = np.maximum(np.percentile(acc, 90, axis=0), 1.0)
-        mult, shift = fit_requant(230.0 / top, params.mult_bits, params.shift_bits)
-    else:
-        mult, shift = np.zeros(n_out, np.uint16), np.zeros(n_out, np.uint8)
-    return QLayer(w, bias, mult, shift, requant, in_scale=1.0 / 64,
-                  weight_scale=np.full(n_out, 1.0 / 128), out_scale=1.0 / 16 if requant else 0.0)
-
-
 def _random_inputs(rng: np.random.Generator, n: int, features: int) -> np.ndarray:
     x = rng.integers(0, 256, size=(n, features))
     x[rng.random((n, features)) < 0.4] = 0     # zero activations (skipped by the hardware)
@@ -125,17 +109,19 @@ def _random_inputs(rng: np.random.Generator, n: int, features: int) -> np.ndarra
 
 
 def _random_model(name: str, seed: int, sizes: list[int], density: float, params: HwParams,
-                  last_requant: bool, dense: bool, description: str, n: int = 16) -> Golden:
+                  last_requant: bool, dense: bool, description: str, n: int = 16,
+                  version: int = 2) -> Golden:
     rng = np.random.default_rng(seed)
     x0 = _random_inputs(rng, n, sizes[0])
     layers, h = [], x0
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         requant = last_requant or i < len(sizes) - 2
-        q = _random_layer(rng, a, b, density, requant, h, params)
+        q = fitted_layer(rng, b, a, density, requant, h, params)
         layers.append(q)
         h = run_layer(q, h, params.acc_width).numpy()
     qm = QModel(layers, input_scale=1.0 / 64)
     pm = pack_model(qm, params, dense=dense)
+    pm.format_version = version
     return Golden(name, pm, x0, _ref(pm, x0), description)
 
 
@@ -152,7 +138,8 @@ def _dense() -> Golden:
                       act_depth=32, max_layers=2, fifo_depth=4)
     return _random_model("dense", 5, [24, 16, 10], 0.9, params, False, True,
                          "random 2-layer 24-16-10, 90% nonzero, packed dense=True (every "
-                         "weight stored, zeros included), 2 PEs, int32 logits")
+                         "weight stored, zeros included), 2 PEs, int32 logits; format "
+                         "version 1", version=1)
 
 
 def _relu_last() -> Golden:
@@ -161,7 +148,80 @@ def _relu_last() -> Golden:
     return _random_model("relu_last", 7, [16, 11, 9], 0.5, params, True, False,
                          "random 2-layer 16-11-9 whose last layer is requantized (ReLU, uint8 "
                          "outputs), 5 PEs (one PE idle in the last layer's rows), index_bits 3, "
-                         "12-bit multipliers")
+                         "12-bit multipliers; format version 1", version=1)
+
+
+def _store_zeros(pl, params: HwParams, rng: np.random.Generator, count: int) -> int:
+    """Split ``count`` entries ``(delta, w)`` with ``delta >= 1`` into a stored zero
+    ``(d1, 0)`` and ``(delta - d1 - 1, w)``: legal streams (docs/format.md 5.3) that the packer
+    itself never writes, so a decoder that treats every zero-weight entry as a filler of
+    ``max_delta`` fails. Returns how many were split."""
+    wb = params.weight_bits
+    done = 0
+    for p in rng.permutation(params.pes):
+        ent = [int(v) for v in pl.entries[p]]
+        ptr = [int(v) for v in pl.ptrs[p]]
+        cand = [k for k, v in enumerate(ent) if (v >> wb) >= 1 and v & ((1 << wb) - 1)]
+        for k in sorted(rng.permutation(cand)[:count - done].tolist(), reverse=True):
+            d, w = ent[k] >> wb, ent[k] & ((1 << wb) - 1)
+            d1 = int(rng.integers(0, d))
+            ent[k:k + 1] = [d1 << wb, ((d - d1 - 1) << wb) | w]
+            ptr = [v + 1 if v > k else v for v in ptr]
+            done += 1
+        pl.entries[p] = np.asarray(ent, dtype=np.uint16)
+        pl.ptrs[p] = np.asarray(ptr, dtype=np.uint32)
+        if done >= count:
+            break
+    return done
+
+
+def _extremes(q: QLayer, rng: np.random.Generator) -> None:
+    """Put the extreme weight codes -128 and 127 on some nonzero weights."""
+    nz = np.flatnonzero(q.weight)
+    pick = rng.choice(nz, size=min(6, len(nz)), replace=False)
+    q.weight.flat[pick[::2]] = -128
+    q.weight.flat[pick[1::2]] = 127
+
+
+def _cnn(name: str, seed: int, spec, density, params: HwParams, description: str,
+         n: int = 12, zeros: int = 6) -> Golden:
+    from .random_models import random_cnn
+
+    rng = np.random.default_rng(seed)
+    c, h, w = spec.in_shape
+    x0 = _random_inputs(rng, n, c * h * w)
+    qm = random_cnn(rng, spec, density, params, inputs=x0, ties=3)
+    _extremes(qm.layers[0], rng)
+    pm = pack_model(qm, params)
+    stored = sum(_store_zeros(pl, params, rng, zeros // 2) for pl in pm.layers[:2])
+    assert stored == 2 * (zeros // 2), stored
+    return Golden(name, pm, x0, _ref(pm, x0), description)
+
+
+def _cnn_small() -> Golden:
+    from .random_models import CnnSpec, ConvSpec, FCSpec
+
+    params = HwParams(pes=3, index_bits=2, entry_depth=2048, ptr_depth=256, row_depth=64,
+                      act_depth=512, max_layers=4, fifo_depth=4)
+    spec = CnnSpec((2, 10, 10), (ConvSpec(12, 3, 1, 1, (3, 2)), ConvSpec(16, 3, 2, 1),
+                                 FCSpec(24), FCSpec(7)))
+    return _cnn("cnn_pad_stride", 11, spec, [0.6, 0.35, 0.25, 0.5], params,
+                "random CNN 2x10x10 -> conv 12@3x3 pad 1, maxpool 3/2 -> conv 16@3x3 stride 2 "
+                "pad 1 -> FC 64-24-7, 3 PEs, index_bits 2 (fillers), power-of-two rows (ties), "
+                "stored zero entries, extreme weights, int32 logits")
+
+
+def _lenet5() -> Golden:
+    from .random_models import CnnSpec, ConvSpec, FCSpec
+
+    params = HwParams(pes=4, index_bits=3, entry_depth=4096, ptr_depth=1024, row_depth=128,
+                      act_depth=1024, max_layers=5, fifo_depth=8)
+    spec = CnnSpec((1, 28, 28), (ConvSpec(6, 5, 1, 2, (2, 2)), ConvSpec(16, 5, 1, 0, (2, 2)),
+                                 FCSpec(120), FCSpec(84), FCSpec(10)))
+    return _cnn("lenet5_classic", 13, spec, [0.5, 0.15, 0.06, 0.15, 0.3], params,
+                "random pruned classic LeNet-5 (28x28, conv 6@5x5 pad 2, pool 2, conv 16@5x5, "
+                "pool 2, FC 400-120-84-10), 4 PEs, index_bits 3, power-of-two rows (ties), "
+                "stored zero entries, extreme weights, int32 logits", n=8)
 
 
 GOLDEN_MODELS: dict[str, Callable[[], Golden]] = {
@@ -169,6 +229,8 @@ GOLDEN_MODELS: dict[str, Callable[[], Golden]] = {
     "random3_pes3_k2": _random3,
     "dense": _dense,
     "relu_last": _relu_last,
+    "cnn_pad_stride": _cnn_small,
+    "lenet5_classic": _lenet5,
 }
 
 

@@ -1,11 +1,13 @@
-"""Reference models. Every model is a plain ``nn.Sequential`` so that the quantizer and the
-packer can walk it layer by layer."""
+"""Reference models. They are plain ``nn.Sequential`` stacks (the compression toolkit walks
+them by registration order); the quantizer traces any module with ``torch.fx``
+(:mod:`zeroskip.sw.model_import`), so a user's own ``nn.Module`` works as well."""
 
 from __future__ import annotations
 
 from torch import nn
 
-__all__ = ["mlp", "lenet_300_100", "digits_mlp", "lenet5", "digits_cnn"]
+__all__ = ["mlp", "lenet_300_100", "digits_mlp", "lenet5", "lenet5_classic", "digits_cnn",
+           "FACTORIES"]
 
 
 def mlp(sizes: list[int] | tuple[int, ...]) -> nn.Sequential:
@@ -47,6 +49,24 @@ def lenet5(classes: int = 10, bn: bool = False) -> nn.Sequential:
                          nn.Linear(50 * 4 * 4, 500), nn.ReLU(), nn.Linear(500, classes))
 
 
+def lenet5_classic(classes: int = 10, bn: bool = False) -> nn.Sequential:
+    """The classic LeNet-5 layer sizes (LeCun et al. 1998): conv 6@5x5, pool, conv 16@5x5,
+    pool, FC 400-120-84-10 (61.7 K weights), for **28x28** inputs: conv1 has padding 2, which
+    gives exactly the 32x32 geometry of the original (a 28x28 image centred in a 32x32 frame of
+    zeros, as LeCun et al. did with MNIST). ReLU and max pooling replace the original's scaled
+    tanh and trainable average pooling (zeroskip runs ReLU networks with max pooling).
+    """
+    def block(cin, cout, pad):
+        layers: list[nn.Module] = [nn.Conv2d(cin, cout, 5, padding=pad)]
+        if bn:
+            layers.append(nn.BatchNorm2d(cout))
+        return layers + [nn.ReLU(), nn.MaxPool2d(2)]
+
+    return nn.Sequential(*block(1, 6, 2), *block(6, 16, 0), nn.Flatten(),
+                         nn.Linear(16 * 5 * 5, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+                         nn.Linear(84, classes))
+
+
 def digits_cnn(channels: tuple[int, int] = (8, 16), hidden: int = 32, bn: bool = True,
                classes: int = 10) -> nn.Sequential:
     """A tiny conv net for the 8x8 digits: two 3x3 conv (+BN) + ReLU + 2x2 max-pool blocks, then
@@ -60,3 +80,13 @@ def digits_cnn(channels: tuple[int, int] = (8, 16), hidden: int = 32, bn: bool =
         layers += [nn.ReLU(), nn.MaxPool2d(2)]
     layers += [nn.Flatten(), nn.Linear(c2 * 4, hidden), nn.ReLU(), nn.Linear(hidden, classes)]
     return nn.Sequential(*layers)
+
+
+# model factories by name (``zeroskip pack --arch NAME``); each takes no required argument
+FACTORIES = {
+    "lenet_300_100": lenet_300_100,
+    "digits_mlp": digits_mlp,
+    "lenet5": lenet5,
+    "lenet5_classic": lenet5_classic,
+    "digits_cnn": digits_cnn,
+}

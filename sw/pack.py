@@ -11,36 +11,20 @@ give random access to column ``j``.
 from __future__ import annotations
 
 import heapq
-import os
-import struct
-import tempfile
-import zlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
-from ..spec import HwParams, ParamError, entry_layout, pack_fields, unpack_field
+from ..spec import HwParams, entry_layout, pack_fields
 from .errors import FitError, FormatError
 from .quant import QLayer, QModel
 
 __all__ = ["MAGIC", "VERSION", "PackedLayer", "PackedModel", "pack_layer", "pack_model",
-           "balance_rows",
-           "unpack_layer", "write_model", "read_model", "save", "load", "check_fits",
-           "FormatError", "FitError", "ENC_RELATIVE"]
+           "balance_rows", "unpack_layer", "write_model", "read_model", "to_bytes",
+           "from_bytes", "save", "load", "check_fits", "local_rows", "FormatError", "FitError",
+           "ENC_RELATIVE", "KIND_FC", "KIND_CONV", "FLAG_REQUANT", "SECTIONS_PER_LAYER"]
 
-MAGIC = b"ZSKM"
-VERSION = 1
-ENC_RELATIVE = 0
-SECTIONS_PER_LAYER = 6          # LAYR BIAS RQNT PTRS ENTR PERM
-KIND_FC = 0
-FLAG_REQUANT = 1
-
-_HEADER = struct.Struct("<4sHHII")          # magic, version, flags, sections, header CRC
-_SECTION = struct.Struct("<4sI")            # tag, payload length
-_HWPR = struct.Struct("<HBBBBBBIIIIHHI")    # see docs/format.md
-_MODL = struct.Struct("<HHfI")
-_LAYR = struct.Struct("<IIBBBBff")
+_ENC_RELATIVE = 0               # the relative-index encoding (modelfile.ENC_RELATIVE)
 
 
 @dataclass
@@ -58,7 +42,7 @@ class PackedLayer:
     q: QLayer
     ptrs: list[np.ndarray]      # per PE: uint32 (in_features + 1,), ptrs[p][0] == 0
     entries: list[np.ndarray]   # per PE: uint16 entry bits
-    encoding: int = ENC_RELATIVE
+    encoding: int = _ENC_RELATIVE
     perm: np.ndarray | None = None      # hardware row -> original row (None: identity)
     in_perm: np.ndarray | None = None   # hardware input channel -> original input channel
 
@@ -93,9 +77,20 @@ class PackedLayer:
 
 @dataclass
 class PackedModel:
+    """A packed network: hardware parameters, the input quantizer's scale, the layers.
+
+    ``format_version`` is the model file version :func:`to_bytes` writes by default (2; a
+    model read from a version-1 file keeps 1 so that it re-encodes to the same bytes).
+    """
     params: HwParams
     input_scale: float
     layers: list[PackedLayer]
+    format_version: int = 2
+
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        """The input map ``(C, H, W)`` of the network (``(in, 1, 1)`` for a vector)."""
+        return self.layers[0].q.geom.in_shape
 
     def qmodel(self) -> QModel:
         return QModel([pl.q for pl in self.layers], self.input_scale)
@@ -294,39 +289,24 @@ def pack_layer(q: QLayer, params: HwParams, dense: bool = False, perm=None,
 
 def unpack_layer(ptrs, entries, out_features: int, in_features: int, params: HwParams,
                  where: str = "layer") -> np.ndarray:
-    """Decode per-PE streams back into the dense int8 weight matrix, validating every index."""
-    P, elay = params.pes, entry_layout(params)
+    """Decode per-PE streams back into the dense int8 weight matrix (hardware order),
+    validating every pointer and index (vectorized: linear in entries plus columns)."""
+    from .modelfile import _decode_streams
+
+    (rows, cols, vals), _ = _decode_streams(ptrs, entries, out_features, in_features, params,
+                                            where)
     w = np.zeros((out_features, in_features), dtype=np.int8)
-    for p in range(P):
-        ptr, ent = np.asarray(ptrs[p], dtype=np.int64), np.asarray(entries[p], dtype=np.int64)
-        n_rows = local_rows(out_features, P, p)
-        if ptr.shape != (in_features + 1,):
-            raise FormatError(f"{where}: PE {p} has {ptr.size} column pointers, "
-                              f"expected {in_features + 1}")
-        if ptr[0] != 0 or np.any(np.diff(ptr) < 0) or ptr[-1] != ent.size:
-            raise FormatError(f"{where}: PE {p} column pointers are not monotone from 0 to "
-                              f"its {ent.size} entries")
-        if np.any(ent >> elay.size):
-            raise FormatError(f"{where}: PE {p} has entries with bits above bit "
-                              f"{elay.size - 1} set")
-        deltas = unpack_field(elay, ent, "delta")
-        weights = unpack_field(elay, ent, "weight")
-        for j in range(in_features):
-            a, b = int(ptr[j]), int(ptr[j + 1])
-            if a == b:
-                continue
-            rows = np.cumsum(deltas[a:b] + 1) - 1
-            if rows[-1] >= n_rows:
-                raise FormatError(f"{where}: PE {p} column {j}: row index {int(rows[-1])} out of "
-                                  f"range (the PE has {n_rows} rows)")
-            vals = weights[a:b]
-            nz = vals != 0
-            w[p + P * rows[nz], j] = vals[nz]
+    w[rows, cols] = vals
     return w
 
 
-def check_fits(layers: list[QLayer], params: HwParams, entries_per_pe=None) -> None:
-    """Raise :class:`FitError` naming the limit when the model does not fit ``params``."""
+def check_fits(layers: list[QLayer], params: HwParams, entries_per_pe=None,
+               abs_row_sums=None) -> None:
+    """Raise :class:`FitError` naming the limit when the model does not fit ``params``.
+
+    ``abs_row_sums`` (per layer: ``sum_j |W[o, j]|`` for every row ``o``) replaces reading the
+    weight matrices for the accumulator bound: the file reader checks the fit this way before
+    it builds any dense matrix (the layers' ``weight`` then only needs a ``shape``)."""
     if not layers:
         raise FitError("the model has no layers")
     if len(layers) > params.max_layers:
@@ -349,8 +329,9 @@ def check_fits(layers: list[QLayer], params: HwParams, entries_per_pe=None) -> N
             s = q.shift.astype(np.int64)
             if np.any(s < 1) or np.any(s > params.max_shift):
                 raise FitError(f"layer {i}: a shift is outside 1..{params.max_shift}")
-        bound = np.abs(q.weight.astype(np.int64)).sum(axis=1) * 255 + np.abs(
-            q.bias.astype(np.int64))
+        row_abs = abs_row_sums[i] if abs_row_sums is not None else np.abs(
+            q.weight.astype(np.int64)).sum(axis=1)
+        bound = np.asarray(row_abs, dtype=np.int64) * 255 + np.abs(q.bias.astype(np.int64))
         if bound.max(initial=0) > (1 << (params.acc_width - 1)) - 1:
             raise FitError(f"layer {i}: worst-case accumulator {int(bound.max())} overflows "
                            f"acc_width={params.acc_width}")
@@ -392,202 +373,20 @@ def pack_model(qmodel: QModel, params: HwParams, dense: bool = False,
 
 
 # ----------------------------------------------------------------------------- file format
+# The writer and reader live in zeroskip.sw.modelfile; re-exported here for compatibility.
 
-def _section(tag: bytes, payload: bytes) -> bytes:
-    head = _SECTION.pack(tag, len(payload))
-    return head + payload + struct.pack("<I", zlib.crc32(head + payload))
-
-
-def to_bytes(pm: PackedModel) -> bytes:
-    p = pm.params
-    secs = [
-        _section(b"HWPR", _HWPR.pack(p.pes, p.index_bits, p.weight_bits, p.acc_width,
-                                     p.mult_bits, p.shift_bits, 0, p.entry_depth, p.ptr_depth,
-                                     p.row_depth, p.act_depth, p.max_layers, p.fifo_depth, 0)),
-        _section(b"MODL", _MODL.pack(len(pm.layers), 0, pm.input_scale,
-                                     pm.layers[0].q.in_features)),
-    ]
-    for pl in pm.layers:
-        q = pl.q
-        o = q.out_features
-        ws = np.asarray(q.weight_scale, dtype="<f4").reshape(-1)
-        if ws.size == 0:
-            ws = np.ones(1, dtype="<f4")
-        if ws.size not in (1, o):
-            raise FormatError(f"layer has {ws.size} weight scales for {o} output rows")
-        wscale = np.broadcast_to(ws, (o,))
-        secs.append(_section(b"LAYR", _LAYR.pack(
-            q.in_features, o, KIND_FC, pl.encoding, FLAG_REQUANT if q.requant else 0, 0,
-            q.in_scale, q.out_scale) + wscale.tobytes()))
-        secs.append(_section(b"BIAS", np.asarray(q.bias, dtype="<i4").tobytes()))
-        rq = np.zeros((o, 2), dtype="<u2")
-        rq[:, 0] = q.mult
-        rq[:, 1] = q.shift
-        secs.append(_section(b"RQNT", rq.tobytes()))
-        secs.append(_section(b"PTRS", np.concatenate(pl.ptrs).astype("<u4").tobytes()))
-        secs.append(_section(b"ENTR", np.concatenate(pl.entries).astype("<u2").tobytes()))
-        secs.append(_section(b"PERM", np.asarray(pl.perm, dtype="<u4").tobytes()))
-    head = _HEADER.pack(MAGIC, VERSION, 0, len(secs), 0)[:12]
-    return head + struct.pack("<I", zlib.crc32(head)) + b"".join(secs)
-
-
-class _Reader:
-    def __init__(self, blob: bytes, where: str):
-        self.blob, self.pos, self.where = blob, 0, where
-
-    def section(self, expect: bytes) -> bytes:
-        if self.pos + _SECTION.size > len(self.blob):
-            raise FormatError(f"{self.where}: truncated before section {expect.decode()}")
-        tag, length = _SECTION.unpack_from(self.blob, self.pos)
-        if tag != expect:
-            raise FormatError(f"{self.where}: expected section {expect.decode()} at byte "
-                              f"{self.pos}, found {tag!r}")
-        end = self.pos + _SECTION.size + length
-        if end + 4 > len(self.blob):
-            raise FormatError(f"{self.where}: section {expect.decode()} is truncated")
-        (crc,) = struct.unpack_from("<I", self.blob, end)
-        if zlib.crc32(self.blob[self.pos:end]) != crc:
-            raise FormatError(f"{self.where}: CRC mismatch in section {expect.decode()} at byte "
-                              f"{self.pos}")
-        payload = self.blob[self.pos + _SECTION.size:end]
-        self.pos = end + 4
-        return payload
-
-
-def _need(cond: bool, msg: str) -> None:
-    if not cond:
-        raise FormatError(msg)
-
-
-def from_bytes(blob: bytes, where: str = "model file") -> PackedModel:
-    """Parse and validate a model file image; every problem raises :class:`FormatError`."""
-    _need(len(blob) >= _HEADER.size, f"{where}: truncated header ({len(blob)} bytes)")
-    magic, version, flags, n_secs, crc = _HEADER.unpack_from(blob, 0)
-    _need(magic == MAGIC, f"{where}: bad magic {magic!r} (not a zeroskip model file)")
-    _need(version == VERSION, f"{where}: unknown format version {version} "
-                              f"(this zeroskip reads version {VERSION})")
-    _need(zlib.crc32(blob[:12]) == crc, f"{where}: header CRC mismatch")
-    _need(flags == 0, f"{where}: unknown header flags {flags:#x}")
-    r = _Reader(blob, where)
-    r.pos = _HEADER.size
-    hw = r.section(b"HWPR")
-    _need(len(hw) == _HWPR.size, f"{where}: HWPR has {len(hw)} bytes, expected {_HWPR.size}")
-    f = _HWPR.unpack(hw)
-    try:
-        params = HwParams(pes=f[0], index_bits=f[1], weight_bits=f[2], acc_width=f[3],
-                          mult_bits=f[4], shift_bits=f[5], entry_depth=f[7], ptr_depth=f[8],
-                          row_depth=f[9], act_depth=f[10], max_layers=f[11], fifo_depth=f[12])
-    except ParamError as e:
-        raise FormatError(f"{where}: HWPR: hardware parameters the hardware cannot take: {e}") \
-            from None
-    _need(f[6] == 0 and f[13] == 0, f"{where}: HWPR: reserved fields are not zero")
-    md = r.section(b"MODL")
-    _need(len(md) == _MODL.size, f"{where}: MODL has {len(md)} bytes, expected {_MODL.size}")
-    n_layers, reserved, input_scale, in_features = _MODL.unpack(md)
-    _need(reserved == 0, f"{where}: MODL: reserved field is not zero")
-    _need(1 <= n_layers <= params.max_layers,
-          f"{where}: MODL: {n_layers} layers (the hardware takes 1..{params.max_layers})")
-    _need(n_secs == 2 + SECTIONS_PER_LAYER * n_layers,
-          f"{where}: header says {n_secs} sections, {n_layers} layers need "
-          f"{2 + SECTIONS_PER_LAYER * n_layers}")
-    _need(np.isfinite(input_scale) and input_scale > 0, f"{where}: MODL: bad input scale")
-    layers = []
-    prev_out = in_features
-    in_perm = np.arange(in_features)
-    for i in range(n_layers):
-        lw = f"{where}: layer {i}"
-        ly = r.section(b"LAYR")
-        _need(len(ly) >= _LAYR.size, f"{lw}: LAYR too short")
-        n_in, n_out, kind, enc, lflags, reserved, s_in, s_out = _LAYR.unpack_from(ly)
-        _need(reserved == 0, f"{lw}: LAYR: reserved field is not zero")
-        _need(kind == KIND_FC, f"{lw}: unsupported layer kind {kind}")
-        _need(enc == ENC_RELATIVE, f"{lw}: unsupported encoding {enc}")
-        _need(lflags & ~FLAG_REQUANT == 0, f"{lw}: unknown layer flags {lflags:#x}")
-        _need(n_in >= 1 and n_out >= 1, f"{lw}: empty shape {n_out}x{n_in}")
-        _need(n_in == prev_out, f"{lw}: takes {n_in} inputs but the previous stage gives "
-                                f"{prev_out} (inconsistent shapes)")
-        _need(n_in <= params.act_depth and n_out <= params.act_depth,
-              f"{lw}: shape {n_out}x{n_in} exceeds act_depth={params.act_depth}")
-        _need(len(ly) == _LAYR.size + 4 * n_out,
-              f"{lw}: LAYR has {len(ly)} bytes, expected {_LAYR.size + 4 * n_out}")
-        wscale = np.frombuffer(ly, dtype="<f4", offset=_LAYR.size).astype(np.float64)
-        _need(bool(np.all(np.isfinite(wscale))) and np.isfinite(s_in) and np.isfinite(s_out),
-              f"{lw}: LAYR: a scale is not finite")
-        bias = r.section(b"BIAS")
-        _need(len(bias) == 4 * n_out, f"{lw}: BIAS has {len(bias)} bytes, expected {4 * n_out}")
-        rq = r.section(b"RQNT")
-        _need(len(rq) == 4 * n_out, f"{lw}: RQNT has {len(rq)} bytes, expected {4 * n_out}")
-        rq = np.frombuffer(rq, dtype="<u2").reshape(n_out, 2)
-        _need(bool(np.all(rq[:, 1] < 256)), f"{lw}: RQNT shift field out of range")
-        if not lflags & FLAG_REQUANT:
-            _need(not rq.any(), f"{lw}: RQNT: multipliers and shifts of a layer without "
-                                "requantization must be zero")
-        pt = r.section(b"PTRS")
-        P = params.pes
-        _need(len(pt) == 4 * P * (n_in + 1),
-              f"{lw}: PTRS has {len(pt)} bytes, expected {4 * P * (n_in + 1)}")
-        pt = np.frombuffer(pt, dtype="<u4").reshape(P, n_in + 1)
-        en = r.section(b"ENTR")
-        counts = pt[:, -1].astype(np.int64)
-        _need(len(en) == 2 * int(counts.sum()),
-              f"{lw}: ENTR has {len(en)} bytes, the pointers say {2 * int(counts.sum())}")
-        en = np.frombuffer(en, dtype="<u2")
-        offs = np.concatenate([[0], np.cumsum(counts)])
-        entries = [en[offs[p]:offs[p + 1]].copy() for p in range(P)]
-        ptrs = [pt[p].copy() for p in range(P)]
-        w_hw = unpack_layer(ptrs, entries, n_out, n_in, params, where=lw)
-        pm_ = r.section(b"PERM")
-        _need(len(pm_) == 4 * n_out, f"{lw}: PERM has {len(pm_)} bytes, expected {4 * n_out}")
-        perm = np.frombuffer(pm_, dtype="<u4").astype(np.int64)
-        _need(np.array_equal(np.sort(perm), np.arange(n_out)),
-              f"{lw}: PERM is not a permutation of 0..{n_out - 1}")
-        w = np.zeros_like(w_hw)
-        w[np.ix_(perm, in_perm)] = w_hw
-        q = QLayer(w, np.frombuffer(bias, dtype="<i4").astype(np.int32),
-                   rq[:, 0].astype(np.uint16), rq[:, 1].astype(np.uint8),
-                   bool(lflags & FLAG_REQUANT), in_scale=float(s_in), weight_scale=wscale,
-                   out_scale=float(s_out))
-        layers.append(PackedLayer(q, ptrs, entries, enc, perm=perm, in_perm=in_perm))
-        prev_out = n_out
-        in_perm = perm
-    _need(r.pos == len(blob), f"{where}: {len(blob) - r.pos} trailing bytes after the last "
-                              "section")
-    pm = PackedModel(params, float(input_scale), layers)
-    try:
-        check_fits([pl.q for pl in layers], params,
-                   [sum(len(pl.entries[p]) for pl in layers) for p in range(params.pes)])
-    except FitError as e:
-        raise FitError(f"{where}: {e}") from None
-    return pm
-
-
-def write_model(path: str | os.PathLike, pm: PackedModel) -> int:
-    """Write atomically (temporary file + rename); returns the file size."""
-    blob = to_bytes(pm)
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(blob)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return len(blob)
-
-
-def read_model(path: str | os.PathLike) -> PackedModel:
-    try:
-        blob = Path(path).read_bytes()
-    except OSError as e:
-        raise FormatError(f"{path}: cannot read ({e.strerror})") from None
-    return from_bytes(blob, where=str(path))
-
+from .modelfile import (  # noqa: E402
+    ENC_RELATIVE,
+    FLAG_REQUANT,
+    KIND_CONV,
+    KIND_FC,
+    MAGIC,
+    SECTIONS_PER_LAYER,
+    VERSION,
+    from_bytes,
+    read_model,
+    to_bytes,
+    write_model,
+)
 
 save, load = write_model, read_model

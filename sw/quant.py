@@ -22,7 +22,7 @@ from ..spec import HwParams
 from .errors import ZeroskipError
 from .geometry import Geometry
 
-__all__ = ["QLayer", "QModel", "QuantError", "quantize_mlp", "fit_requant",
+__all__ = ["QLayer", "QModel", "QuantError", "quantize_model", "quantize_mlp", "fit_requant",
            "quantize_weight", "extract_fc_stack"]
 
 
@@ -153,70 +153,98 @@ def fit_requant(ratio: np.ndarray, mult_bits: int = 16, shift_bits: int = 6):
 
 
 def extract_fc_stack(model: nn.Module) -> list[tuple[nn.Linear, bool]]:
-    """``[(linear, followed_by_relu), ...]`` for a model made of Flatten, Linear, ReLU
-    (and Dropout / Identity, which inference ignores). Anything else raises :class:`QuantError`
-    naming the layer."""
-    modules = list(model.children()) if isinstance(model, nn.Sequential) else [model]
-    flat: list[tuple[str, nn.Module]] = []
+    """``[(linear, followed_by_relu), ...]`` for a fully-connected model (BatchNorm1d folded
+    into the Linear layers, which are then new modules). Kept for compatibility; see
+    :func:`zeroskip.sw.model_import.extract_layers` for the general chain."""
+    from .model_import import extract_layers
 
-    def walk(prefix, mods):
-        for name, m in mods:
-            full = f"{prefix}{name}"
-            if isinstance(m, nn.Sequential):
-                walk(full + ".", m.named_children())
-            else:
-                flat.append((full, m))
+    out = []
+    for lay in extract_layers(model):
+        if lay.kind != "fc":
+            raise QuantError(f"layer {lay.name} (Conv2d): not a fully-connected model")
+        lin = nn.Linear(lay.weight.shape[1], lay.weight.shape[0]).to(torch.float64)
+        with torch.no_grad():
+            lin.weight.copy_(lay.weight)
+            lin.bias.copy_(lay.bias)
+        out.append((lin, lay.relu))
+    return out
 
-    if isinstance(model, nn.Sequential):
-        walk("", model.named_children())
+
+def _check_percentile(percentile: float) -> float:
+    p = float(percentile)
+    if not (0 < p <= 100):
+        raise QuantError(f"percentile must be in (0, 100], not {percentile!r}")
+    return p
+
+
+def _calibration_tensor(calib_x, first, input_shape) -> torch.Tensor:
+    """Calibration data as float32 ``(N, C, H, W)`` for a conv first layer, ``(N, I)`` for
+    an FC one; validated (non-empty, finite, non-negative)."""
+    x = torch.as_tensor(np.asarray(calib_x) if not isinstance(calib_x, torch.Tensor)
+                        else calib_x)
+    if x.dtype == torch.bool or x.is_complex():
+        raise QuantError(f"calibration data must be real numbers, not {x.dtype}")
+    x = x.to(torch.float32)
+    if x.ndim == 0 or x.shape[0] == 0 or x.numel() == 0:
+        raise QuantError(f"calibration data is empty (shape {tuple(x.shape)}): give at least "
+                         "one sample")
+    if not bool(torch.isfinite(x).all()):
+        raise QuantError("calibration data contains NaN or infinite values")
+    if float(x.min()) < 0:
+        raise QuantError("inputs must be non-negative (uint8 codes with zero point 0)")
+    n = x.shape[0]
+    if first.kind == "fc":
+        feats = int(np.prod(x.shape[1:])) if x.ndim > 1 else 1
+        if feats != first.weight.shape[1]:
+            raise QuantError(f"calibration data has {feats} features, the model takes "
+                             f"{first.weight.shape[1]}")
+        return x.reshape(n, -1)
+    c = first.weight.shape[1]
+    if input_shape is not None:
+        shape = tuple(int(v) for v in input_shape)
+    elif x.ndim == 4:
+        shape = tuple(x.shape[1:])
     else:
-        flat = [(type(modules[0]).__name__, modules[0])]
-    stack: list[tuple[nn.Linear, bool]] = []
-    for name, m in flat:
-        if isinstance(m, nn.Linear):
-            stack.append((m, False))
-        elif isinstance(m, nn.ReLU):
-            if not stack or stack[-1][1]:
-                raise QuantError(f"layer {name} (ReLU) must follow a Linear layer")
-            stack[-1] = (stack[-1][0], True)
-        elif isinstance(m, nn.Flatten):
-            if stack:
-                raise QuantError(f"layer {name} (Flatten) is only supported before the first "
-                                 "Linear layer")
-        elif isinstance(m, (nn.Dropout, nn.Identity)):
-            continue
-        else:
-            raise QuantError(f"layer {name} ({type(m).__name__}) is not supported by the "
-                             "fully-connected pipeline; supported: Flatten, Linear, ReLU, Dropout")
-    if not stack:
-        raise QuantError("the model has no Linear layer")
-    for i, (lin, relu) in enumerate(stack[:-1]):
-        if not relu:
-            raise QuantError(f"hidden Linear layer {i} ({lin.in_features}->{lin.out_features}) "
-                             "must be followed by ReLU (activations are uint8 with zero point 0)")
-    return stack
+        raise QuantError(f"calibration data of shape {tuple(x.shape)} does not give the input "
+                         "map of a convolutional model: give (N, C, H, W) data or the input "
+                         "shape (C, H, W)")
+    if len(shape) != 3 or shape[0] != c:
+        raise QuantError(f"input map {shape} does not match the first Conv2d's {c} input "
+                         "channels")
+    if int(np.prod(x.shape[1:])) != int(np.prod(shape)):
+        raise QuantError(f"calibration data of shape {tuple(x.shape[1:])} is not an input map "
+                         f"{shape}")
+    return x.reshape(n, *shape)
 
 
 @torch.no_grad()
-def quantize_mlp(model: nn.Module, calib_x: torch.Tensor, params: HwParams | None = None,
-                 percentile: float = 100.0) -> QModel:
-    """Quantize a Linear/ReLU stack, calibrating activation scales on ``calib_x``.
+def quantize_model(model, calib_x, params: HwParams | None = None, percentile: float = 100.0,
+                   input_shape: tuple[int, int, int] | None = None) -> QModel:
+    """Quantize a CNN or MLP (see :mod:`zeroskip.sw.model_import` for what it may contain),
+    calibrating activation scales by running the float model on ``calib_x``.
 
-    Activation scales are the ``percentile`` of each ReLU output over the calibration data
-    (100: the maximum) divided by 255. A final layer with ReLU is requantized to uint8; one
-    without outputs int32 logits with a per-tensor weight scale.
+    BatchNorm is folded into the preceding layer first. Activation scales are the
+    ``percentile`` (in (0, 100]; 100: the maximum) of each layer's output (after ReLU and
+    pooling: what the next layer reads) over the calibration data, divided by 255. Weights are
+    quantized per output channel (per tensor for a last layer without ReLU, whose int32 logits
+    then share one scale); the requantization ``M / 2**S`` is fitted by :func:`fit_requant`.
+    Max pooling goes into the layer's :class:`~zeroskip.sw.geometry.Geometry`. ``model`` is an
+    ``nn.Module`` or the list of :class:`~zeroskip.sw.model_import.FloatLayer` it was read as;
+    ``input_shape`` ``(C, H, W)`` is needed only when ``calib_x`` is flat and not square.
     """
+    from .model_import import UnsupportedModelError, extract_layers
+
     params = params or HwParams()
-    stack = extract_fc_stack(model)
-    x = torch.as_tensor(calib_x, dtype=torch.float32).reshape(calib_x.shape[0], -1)
-    if x.shape[1] != stack[0][0].in_features:
-        raise QuantError(f"calibration data has {x.shape[1]} features, the model takes "
-                         f"{stack[0][0].in_features}")
-    if float(x.min()) < 0:
-        raise QuantError("inputs must be non-negative (uint8 codes with zero point 0)")
+    percentile = _check_percentile(percentile)
+    try:
+        chain = extract_layers(model) if isinstance(model, nn.Module) else list(model)
+    except UnsupportedModelError as e:
+        raise QuantError(str(e)) from None
+    x = _calibration_tensor(calib_x, chain[0], input_shape).to(torch.float64)
 
     def scale_of(t):
-        v = float(torch.quantile(t.flatten()[:1_000_000], percentile / 100.0)) \
+        t = t.flatten()
+        v = float(torch.quantile(t[:1_000_000], percentile / 100.0)) \
             if percentile < 100 else float(t.max())
         return v / 255.0 if v > 0 else 1.0 / 255.0
 
@@ -224,25 +252,39 @@ def quantize_mlp(model: nn.Module, calib_x: torch.Tensor, params: HwParams | Non
     input_scale = s_in
     layers: list[QLayer] = []
     h = x
-    for idx, (lin, relu) in enumerate(stack):
-        last = idx == len(stack) - 1
-        codes, s_w = quantize_weight(lin.weight, per_channel=relu or not last)
-        b = lin.bias.detach().to(torch.float64).numpy() if lin.bias is not None \
-            else np.zeros(lin.out_features)
-        bias = np.round(b / (s_in * s_w))
-        lim = (1 << (params.acc_width - 1)) - 1
+    in_shape = tuple(x.shape[1:]) if x.ndim == 4 else None
+    lim = (1 << (params.acc_width - 1)) - 1
+    for idx, lay in enumerate(chain):
+        last = idx == len(chain) - 1
+        o = lay.out_channels
+        w2 = lay.weight.reshape(o, -1)
+        codes, s_w = quantize_weight(w2, per_channel=lay.relu or not last)
+        bias = np.round(lay.bias.numpy() / (s_in * s_w))
         if np.any(np.abs(bias) > lim):
-            raise QuantError(f"layer {idx}: bias does not fit int{params.acc_width}")
-        h = lin(h)
-        if relu:
-            h = torch.relu(h)
+            raise QuantError(f"layer {idx} ({lay.name}): bias does not fit "
+                             f"int{params.acc_width}")
+        if lay.kind == "conv":
+            k = int(lay.weight.shape[2])
+            geom = Geometry("conv", in_shape, (k, k), lay.stride, lay.padding, lay.pool)
+        else:
+            geom = Geometry.fc(w2.shape[1], in_shape) if in_shape is not None else None
+        h = lay.forward(h)
+        if lay.relu:
             s_out = scale_of(h)
             mult, shift = fit_requant(s_in * s_w / s_out, params.mult_bits, params.shift_bits)
         else:
             s_out = 0.0
-            mult = np.zeros(lin.out_features, np.uint16)
-            shift = np.zeros(lin.out_features, np.uint8)
-        layers.append(QLayer(codes.astype(np.int8), bias.astype(np.int32), mult, shift, relu,
-                             in_scale=s_in, weight_scale=s_w, out_scale=s_out))
+            mult = np.zeros(o, np.uint16)
+            shift = np.zeros(o, np.uint8)
+        layers.append(QLayer(codes.astype(np.int8), bias.astype(np.int32), mult, shift,
+                             lay.relu, in_scale=s_in, weight_scale=s_w, out_scale=s_out,
+                             geometry=geom))
         s_in = s_out
+        in_shape = tuple(h.shape[1:]) if h.ndim == 4 else None
     return QModel(layers, input_scale)
+
+
+def quantize_mlp(model: nn.Module, calib_x, params: HwParams | None = None,
+                 percentile: float = 100.0) -> QModel:
+    """:func:`quantize_model` for fully-connected models (kept for compatibility)."""
+    return quantize_model(model, calib_x, params, percentile)

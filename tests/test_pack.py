@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zeroskip.spec import HwParams, decode_entry
-from zeroskip.sw import pack
+from zeroskip.sw import modelfile
 from zeroskip.sw.errors import FitError, FormatError
 from zeroskip.sw.pack import (
     check_fits,
@@ -194,11 +194,11 @@ def test_to_bytes_from_bytes_round_trip(m):
         for x, y in zip(pl.ptrs + pl.entries, b.ptrs + b.entries):
             np.testing.assert_array_equal(x, y)
     assert to_bytes(back) == blob
-    # header + HWPR (8+32+4) + MODL (8+12+4) + per layer 6 sections
-    size = 16 + 44 + 24
+    # version 2: header + HWPR (8+32+4) + MODL (8+20+4) + per layer 6 sections
+    size = 16 + 44 + 32
     for pl in pm.layers:
         o, i = pl.q.out_features, pl.q.in_features
-        size += 6 * 12 + (20 + 4 * o) + 4 * o + 4 * o + 4 * p.pes * (i + 1) + 2 * pl.n_entries
+        size += 6 * 12 + (44 + 4 * o) + 4 * o + 4 * o + 4 * p.pes * (i + 1) + 2 * pl.n_entries
         size += 4 * o  # PERM
     assert len(blob) == size
 
@@ -229,8 +229,8 @@ def test_write_model_failure_leaves_target_unchanged(tmp_path, monkeypatch, fail
     def boom(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pack.os, fail_in, boom)
-    with pytest.raises(OSError):
+    monkeypatch.setattr(modelfile.os, fail_in, boom)
+    with pytest.raises(FormatError, match="m.zsk: cannot write \\(No space left on device\\)"):
         write_model(target, pack_model(small_model(), HwParams(pes=2)))
     monkeypatch.undo()
     assert target.read_bytes() == b"old contents"
@@ -306,3 +306,37 @@ def test_check_fits_accumulator_bound_is_tight():
 
 def test_fit_error_is_a_format_error():
     assert issubclass(FitError, FormatError)
+
+
+# ----------------------------------------------------------------------------- versions 1 and 2
+
+
+def test_conv_model_round_trips_in_version_2_and_is_refused_in_version_1():
+    from zeroskip.sw.random_models import CnnSpec, ConvSpec, FCSpec, random_cnn
+    rng = np.random.default_rng(3)
+    spec = CnnSpec((3, 9, 7), (ConvSpec(5, 3, 2, 1, (2, 1)), ConvSpec(4, 1), FCSpec(6)))
+    p = HwParams(pes=3, index_bits=2)
+    pm = pack_model(random_cnn(rng, spec, 0.5, p), p)
+    blob = to_bytes(pm)
+    back = from_bytes(blob)
+    assert back.format_version == 2 and back.in_shape == (3, 9, 7)
+    for a, b in zip(pm.layers, back.layers):
+        assert a.q.geom == b.q.geom
+        np.testing.assert_array_equal(a.q.weight, b.q.weight)
+        np.testing.assert_array_equal(a.perm, b.perm)
+        np.testing.assert_array_equal(a.in_perm, b.in_perm)
+    assert to_bytes(back) == blob
+    with pytest.raises(FormatError, match="version 1 holds only fully-connected layers"):
+        to_bytes(pm, version=1)
+
+
+def test_fc_model_in_both_versions():
+    pm = pack_model(small_model(), HwParams(pes=2))
+    v1, v2 = to_bytes(pm, version=1), to_bytes(pm, version=2)
+    assert v1[4] == 1 and v2[4] == 2 and len(v2) == len(v1) + 8 + 24 * len(pm.layers)
+    a, b = from_bytes(v1), from_bytes(v2)
+    assert (a.format_version, b.format_version) == (1, 2)
+    for x, y in zip(a.layers, b.layers):
+        np.testing.assert_array_equal(x.q.weight, y.q.weight)
+        assert x.q.geometry is None and y.q.geometry is None
+    assert to_bytes(a) == v1 and to_bytes(b) == v2

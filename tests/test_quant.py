@@ -118,24 +118,33 @@ def calib(n=64, features=8, seed=0):
 
 
 @pytest.mark.parametrize("model, msg", [
-    (nn.Sequential(nn.Linear(8, 4), nn.Conv2d(1, 1, 1)), r"layer 1 \(Conv2d\) is not supported"),
+    (nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Conv2d(1, 1, 1)),
+     r"layer 2 \(Conv2d\): after Flatten"),
     (nn.Sequential(nn.Linear(8, 4), nn.Sigmoid(), nn.Linear(4, 2)),
      r"layer 1 \(Sigmoid\) is not supported"),
     (nn.Sequential(nn.Linear(8, 4), nn.Linear(4, 2)),
-     r"hidden Linear layer 0 \(8->4\) must be followed by ReLU"),
-    (nn.Sequential(nn.ReLU(), nn.Linear(8, 2)), r"layer 0 \(ReLU\) must follow a Linear layer"),
-    (nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.ReLU(), nn.Linear(4, 2)),
-     r"layer 2 \(ReLU\) must follow a Linear layer"),
-    (nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Flatten(), nn.Linear(4, 2)),
-     r"layer 2 \(Flatten\) is only supported before the first Linear layer"),
-    (nn.Sequential(nn.Flatten(), nn.Dropout()), "the model has no Linear layer"),
-    (nn.Sequential(nn.Sequential(nn.Linear(8, 4), nn.BatchNorm1d(4)), nn.Linear(4, 2)),
-     r"layer 0\.1 \(BatchNorm1d\) is not supported"),
+     r"layer 0 \(Linear\): a hidden layer must be followed by ReLU"),
+    (nn.Sequential(nn.ReLU(), nn.Linear(8, 2)), r"layer 0 \(ReLU\): before any Linear"),
+    (nn.Sequential(nn.Flatten(), nn.Dropout()), "Sequential has no Linear or Conv2d layer"),
+    (nn.Sequential(nn.Sequential(nn.Linear(8, 4), nn.BatchNorm1d(4)), nn.Linear(4, 2)).train(),
+     r"layer 0\.1 \(BatchNorm1d\): in training mode"),
     (nn.Sequential(nn.Linear(7, 2)), "calibration data has 8 features, the model takes 7"),
 ])
 def test_quantize_mlp_rejects(model, msg):
     with pytest.raises(QuantError, match=msg):
         quantize_mlp(model, calib())
+
+
+def test_harmless_repeats_are_accepted():
+    """ReLU twice and Flatten after a Linear change nothing, in float and in integers."""
+    torch.manual_seed(4)
+    a = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 2)).eval()
+    b = nn.Sequential(a[0], nn.ReLU(), nn.ReLU(), nn.Flatten(), a[2]).eval()
+    x = calib()
+    qa, qb = quantize_mlp(a, x), quantize_mlp(b, x)
+    for la, lb in zip(qa.layers, qb.layers):
+        np.testing.assert_array_equal(la.weight, lb.weight)
+        np.testing.assert_array_equal(la.mult, lb.mult)
 
 
 def test_quantize_mlp_rejects_negative_inputs():
@@ -192,7 +201,7 @@ def test_quantize_mlp_bias_must_fit():
     with torch.no_grad():
         model[0].weight.fill_(1e-9)
         model[0].bias.fill_(1e6)
-    with pytest.raises(QuantError, match="layer 0: bias does not fit int32"):
+    with pytest.raises(QuantError, match=r"layer 0 \(0\): bias does not fit int32"):
         quantize_mlp(model, calib())
 
 

@@ -1,7 +1,7 @@
 """The ``zeroskip`` command.
 
     zeroskip demo                       train, prune, quantize, pack, run on the RTL, compare
-    zeroskip pack MODEL -o FILE.zsk     pack a saved PyTorch model (or state_dict);
+    zeroskip pack MODEL -o FILE.zsk     pack a saved PyTorch model (or state_dict + --arch);
                                         --board icebreaker|ulx3s packs for a board
     zeroskip inspect FILE.zsk           layers, shapes, densities, bytes, encoding, board fit
     zeroskip ref FILE.zsk INPUT.npy     outputs of the bit-exact integer reference
@@ -73,81 +73,207 @@ def _params(args):
     return replace(base, **given)
 
 
-def load_torch_model(path: str):
-    """A saved ``nn.Module``, or a state_dict of Linear layers (turned into Linear/ReLU)."""
+def _import_modules(names) -> list:
+    """Import the modules given with ``--import`` (the current directory is searched too)."""
+    import importlib
+    mods = []
+    if names and "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")
+    for name in names or []:
+        try:
+            mods.append(importlib.import_module(name))
+        except Exception as e:  # noqa: BLE001 - any import failure is a user error
+            raise CliError(f"--import {name}: cannot import ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    return mods
+
+
+def _factory(spec: str):
+    """``--arch``: a name from ``zeroskip.sw.models.FACTORIES`` or ``module.path:factory``."""
+    import importlib
+
+    from zeroskip.sw.models import FACTORIES
+    if ":" not in spec:
+        if spec not in FACTORIES:
+            raise CliError(f"--arch {spec}: unknown architecture; give one of "
+                           f"{', '.join(FACTORIES)} or module.path:factory")
+        return FACTORIES[spec]
+    mod, _, attr = spec.partition(":")
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        fn = getattr(importlib.import_module(mod), attr)
+    except Exception as e:  # noqa: BLE001
+        raise CliError(f"--arch {spec}: cannot import {attr} from {mod} ({type(e).__name__})") \
+            from None
+    if not callable(fn):
+        raise CliError(f"--arch {spec}: {attr} is not callable")
+    return fn
+
+
+def _unpickler_module(extra_modules):
+    """A ``pickle_module`` for torch.load that also finds classes pickled as ``__main__.X`` in
+    the modules given with ``--import``."""
+    import pickle
+    import types
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            try:
+                return super().find_class(module, name)
+            except (AttributeError, ModuleNotFoundError):
+                if module == "__main__":
+                    for m in extra_modules:
+                        if hasattr(m, name):
+                            return getattr(m, name)
+                raise
+
+    mod = types.ModuleType("zeroskip_pickle")
+    mod.Unpickler = Unpickler
+    mod.load = lambda f, **kw: Unpickler(f, **kw).load()
+    mod.__dict__.update({k: getattr(pickle, k) for k in ("Pickler", "dump", "dumps", "loads",
+                                                         "UnpicklingError", "HIGHEST_PROTOCOL",
+                                                         "DEFAULT_PROTOCOL")})
+    return mod
+
+
+_NO_CLASS = ("{path}: the model's class {cls} cannot be found ({why}); the file stores only "
+             "a reference to it. Make it importable: give --import MODULE (the module that "
+             "defines {name}; a class defined in a script's __main__ is looked up there too), "
+             "or save model.state_dict() and give --arch NAME or --arch module.path:factory")
+
+
+def load_torch_model(path: str, arch: str | None = None, imports=()):
+    """The model to pack: a whole saved ``nn.Module``, or a state_dict plus ``--arch``.
+
+    A state_dict says nothing about activations or the order of operations, so it is refused
+    without an architecture (never guessed)."""
+    import re
+
     import torch
     from torch import nn
+    mods = _import_modules(imports)
+    if not Path(path).is_file():
+        raise CliError(f"{path}: no such file" if not Path(path).exists() else
+                       f"{path}: not a file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise CliError(f"{path}: no such file") from None
+        obj = torch.load(path, map_location="cpu", weights_only=False,
+                         pickle_module=_unpickler_module(mods))
+    except (AttributeError, ModuleNotFoundError) as e:
+        msg = str(e)
+        m = re.search(r"attribute '([\w.]+)' on <module '([\w.]+)'", msg)
+        m2 = re.search(r"No module named '([\w.]+)'", msg)
+        if m and m.group(2).split(".")[-1] == "__main__":
+            cls, why, name = m.group(1), "it was defined in the script that saved the " \
+                "model (__main__)", m.group(1)
+        elif m:
+            cls, why, name = f"{m.group(2)}.{m.group(1)}", f"no {m.group(1)} in module " \
+                f"{m.group(2)}", m.group(1)
+        elif m2:
+            cls, why, name = "", f"no module named {m2.group(1)}", "the class"
+        else:
+            cls, why, name = "", f"{type(e).__name__}", "the class"
+        raise CliError(_NO_CLASS.format(path=path, cls=cls or "(unknown)", why=why,
+                                        name=name)) from None
     except Exception as e:  # noqa: BLE001 - unpickling errors of any kind are user errors
         raise CliError(f"{path}: not a PyTorch model or state_dict ({type(e).__name__})") \
             from None
+    if isinstance(obj, torch.jit.ScriptModule):
+        raise CliError(f"{path}: a TorchScript model cannot be traced; save the nn.Module "
+                       "itself, or its state_dict with --arch")
     if isinstance(obj, nn.Module):
+        if arch:
+            raise CliError(f"{path}: holds a whole nn.Module; --arch is only for state_dicts")
         return obj.eval()
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not obj:
+    if not isinstance(obj, dict) or not obj or not all(
+            isinstance(v, torch.Tensor) for v in obj.values()):
         raise CliError(f"{path}: holds a {type(obj).__name__}, not an nn.Module or state_dict")
-    weights = [(k, v) for k, v in obj.items() if k.endswith("weight")]
-    layers: list = [nn.Flatten()]
-    for i, (k, w) in enumerate(weights):
-        if not isinstance(w, torch.Tensor) or w.ndim != 2:
-            shape = tuple(w.shape) if isinstance(w, torch.Tensor) else type(w).__name__
-            raise CliError(f"{path}: {k} has shape {shape}; a state_dict is read as a stack of "
-                           "Linear layers (save the whole nn.Module for other layer kinds)")
-        lin = nn.Linear(w.shape[1], w.shape[0], bias=k[:-6] + "bias" in obj)
-        with torch.no_grad():
-            lin.weight.copy_(w)
-            if lin.bias is not None:
-                lin.bias.copy_(obj[k[:-6] + "bias"])
-        if layers and isinstance(layers[-1], nn.Linear) and \
-                layers[-1].out_features != lin.in_features:
-            raise CliError(f"{path}: {k} takes {lin.in_features} inputs but the layer before "
-                           f"gives {layers[-1].out_features}")
-        layers.append(lin)
-        if i < len(weights) - 1:
-            layers.append(nn.ReLU())
-    return nn.Sequential(*layers).eval()
+    from zeroskip.sw.models import FACTORIES
+    if not arch:
+        raise CliError(f"{path}: holds a state_dict, which does not say which activations and "
+                       "operations the model uses; give its architecture with --arch NAME ("
+                       f"{', '.join(FACTORIES)}) or --arch module.path:factory")
+    try:
+        model = _factory(arch)()
+    except CliError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise CliError(f"--arch {arch}: the factory failed ({type(e).__name__}: {e})") from None
+    if not isinstance(model, nn.Module):
+        raise CliError(f"--arch {arch}: the factory returned a {type(model).__name__}, not an "
+                       "nn.Module")
+    try:
+        model.load_state_dict(obj)
+    except RuntimeError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = "; ".join(lines[1:3]) if len(lines) > 1 else lines[0] if lines else ""
+        raise CliError(f"{path}: the state_dict does not match --arch {arch}: "
+                       f"{detail[:300]}") from None
+    return model.eval()
 
 
-def _calibration(spec: str | None, features: int):
-    import torch
-
-    from zeroskip.sw.data import load_dataset
-    if spec is None:
-        if features == 64:
-            spec = "digits"
-        else:
-            raise CliError(f"the model takes {features} inputs: give calibration data with "
-                           "--calib (a .npy of float inputs, or 'digits' / 'fashion-mnist')")
-    if spec in ("digits", "fashion-mnist"):
-        ds = load_dataset(spec)
-        x = ds.x_train[:2000]
-    else:
-        try:
-            x = torch.from_numpy(np.load(spec).astype(np.float32))
-        except (OSError, ValueError) as e:
-            raise CliError(f"{spec}: cannot read calibration data ({e})") from None
-    x = x.reshape(x.shape[0], -1)
-    if x.shape[1] != features:
-        raise CliError(f"calibration data has {x.shape[1]} features, the model takes {features}")
+def _load_npy(path: str, what: str) -> np.ndarray:
+    """An ``.npy`` array of numbers (no pickles), at least one element, at least 1-d."""
+    try:
+        x = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CliError(f"{path}: is a directory") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise CliError(f"{path}: cannot read {what} from an .npy array ("
+                       f"{str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    if not isinstance(x, np.ndarray):
+        raise CliError(f"{path}: holds several arrays (.npz); give one .npy array")
+    if x.dtype.kind not in "biuf":
+        raise CliError(f"{path}: holds {x.dtype} values, not numbers")
+    if x.ndim == 0:
+        raise CliError(f"{path}: holds a single number (a 0-d array); give {what} of shape "
+                       "(N, ...)")
+    if x.size == 0:
+        raise CliError(f"{path}: is empty (shape {x.shape})")
     return x
 
 
+def _calibration(spec: str | None, first):
+    """Float calibration inputs for the model whose first layer is ``first``."""
+    from zeroskip.sw.data import load_dataset
+    if spec is None:
+        if first.kind == "fc" and first.weight.shape[1] == 64:
+            spec = "digits"
+        else:
+            raise CliError("give calibration data with --calib ('digits', 'fashion-mnist' or "
+                           "a .npy of float inputs (N, C, H, W)): the input size of "
+                           + ("a convolutional model is not part of the model"
+                              if first.kind == "conv" else
+                              f"a {first.weight.shape[1]}-input model is not the digits'"))
+    if spec in ("digits", "fashion-mnist"):
+        ds = load_dataset(spec)
+        return ds.x_train[:2000]
+    x = _load_npy(spec, "calibration data")
+    if x.dtype.kind == "f":
+        with np.errstate(all="ignore"):
+            finite = bool(np.isfinite(x).all())
+        if not finite:
+            raise CliError(f"{spec}: calibration data contains NaN or infinite values")
+    return x.astype(np.float32)
+
+
 def _read_inputs(path: str, n_features: int, as_float: bool, input_scale: float):
-    try:
-        x = np.load(path)
-    except (OSError, ValueError) as e:
-        raise CliError(f"{path}: cannot read an .npy array ({e})") from None
+    x = _load_npy(path, "inputs")
     if x.ndim == 1:
         x = x[None, :]
     x = x.reshape(x.shape[0], -1)
     if x.shape[1] != n_features:
         raise CliError(f"{path}: inputs have {x.shape[1]} features, the model takes {n_features}")
     if as_float:
-        return np.clip(np.round(x.astype(np.float64) / input_scale), 0, 255).astype(np.int64)
+        with np.errstate(all="ignore"):
+            finite = bool(np.isfinite(x).all())
+            if not finite:
+                raise CliError(f"{path}: inputs contain NaN or infinite values")
+            return np.clip(np.round(x.astype(np.float64) / input_scale), 0, 255).astype(np.int64)
     if not np.issubdtype(x.dtype, np.integer):
         raise CliError(f"{path}: holds {x.dtype} values; give uint8 codes or use --float")
     if x.size and (x.min() < 0 or x.max() > 255):
@@ -155,16 +281,42 @@ def _read_inputs(path: str, n_features: int, as_float: bool, input_scale: float)
     return x.astype(np.int64)
 
 
+def _input_shape(spec: str | None):
+    """``--input-shape C,H,W``."""
+    if spec is None:
+        return None
+    try:
+        shape = tuple(int(v) for v in spec.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if len(shape) != 3 or min(shape) < 1:
+        raise CliError(f"--input-shape {spec}: give three positive integers C,H,W")
+    return shape
+
+
+def _check_output_path(path: str, opt: str) -> None:
+    """Fail early (before any work) when ``path`` cannot be a new file."""
+    p = Path(path)
+    if p.is_dir():
+        raise CliError(f"{opt} {path}: is a directory")
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        raise CliError(f"{opt} {path}: directory {folder} does not exist")
+
+
 # ------------------------------------------------------------------------------ commands
 
 def cmd_pack(args) -> int:
+    from zeroskip.sw.model_import import extract_layers
     from zeroskip.sw.pack import pack_model, write_model
-    from zeroskip.sw.quant import extract_fc_stack, quantize_mlp
-    model = load_torch_model(args.model)
-    stack = extract_fc_stack(model)
+    from zeroskip.sw.quant import quantize_model
+    _check_output_path(args.output, "-o")
+    model = load_torch_model(args.model, args.arch, args.imports)
+    chain = extract_layers(model)
     params = _params(args)
-    x = _calibration(args.calib, stack[0][0].in_features)
-    qm = quantize_mlp(model, x, params, percentile=args.percentile)
+    x = _calibration(args.calib, chain[0])
+    qm = quantize_model(chain, x, params, percentile=args.percentile,
+                        input_shape=_input_shape(args.input_shape))
     pm = pack_model(qm, params, dense=args.dense)
     size = write_model(args.output, pm)
     print(f"wrote {args.output}: {len(pm.layers)} layers, {size} bytes, "
@@ -179,8 +331,12 @@ def describe(pm) -> dict:
         q = pl.q
         zero_entries = int(sum(int(np.count_nonzero((e & ((1 << p.weight_bits) - 1)) == 0))
                                for e in pl.entries))
+        g = q.geom
         layers.append({
-            "layer": i, "kind": "fc", "in": q.in_features, "out": q.out_features,
+            "layer": i, "kind": g.kind, "in": q.in_features, "out": q.out_features,
+            "in_shape": list(g.in_shape), "out_shape": list(g.out_shape(q.out_features)),
+            "kernel": list(g.kernel), "stride": g.stride, "padding": g.padding,
+            "pool": list(g.pool) if g.pool else None,
             "encoding": "relative-index", "index_bits": p.index_bits,
             "nonzeros": pl.nonzeros, "density": pl.nonzeros / q.weight.size,
             "entries": pl.n_entries, "zero_entries": zero_entries,
@@ -188,7 +344,8 @@ def describe(pm) -> dict:
             "stream_bytes": pl.stream_bytes(p),
             "output": "uint8 (requantized, ReLU)" if q.requant else "int32",
         })
-    return {"params": p.as_dict(), "input_scale": pm.input_scale, "layers": layers}
+    return {"params": p.as_dict(), "format_version": pm.format_version,
+            "input_shape": list(pm.in_shape), "input_scale": pm.input_scale, "layers": layers}
 
 
 def _print_board_fit(fit: dict) -> None:
@@ -219,25 +376,39 @@ def cmd_inspect(args) -> int:
     print(f"{args.file}: zeroskip model, {len(pm.layers)} layers, {info['file_bytes']} bytes")
     print(f"packed for {p.pes} PEs, index {p.index_bits} bits, weights int{p.weight_bits}, "
           f"acc {p.acc_width} bits; input scale {pm.input_scale:.6g}")
-    print(f"{'layer':>5} {'shape':>11} {'nonzeros':>9} {'density':>8} {'entries':>8} "
-          f"{'zeros':>7} {'bytes':>7}  encoding        output")
+    print(f"format version {pm.format_version}; input map {'x'.join(map(str, pm.in_shape))}")
+    print(f"{'layer':>5} {'kind':<28} {'shape':>11} {'nonzeros':>9} {'density':>8} "
+          f"{'entries':>8} {'zeros':>7} {'bytes':>7}  encoding        output")
     for lay in info["layers"]:
         shape = f"{lay['out']}x{lay['in']}"
-        print(f"{lay['layer']:>5} {shape:>11} {lay['nonzeros']:>9} {lay['density']:>8.3f} "
-              f"{lay['entries']:>8} {lay['zero_entries']:>7} {lay['stream_bytes']:>7}  "
-              f"{lay['encoding']:<15} {lay['output']}")
+        kind = lay["kind"]
+        if kind == "conv":
+            kind += f" {lay['kernel'][0]}x{lay['kernel'][1]}/s{lay['stride']}/p{lay['padding']}"
+        if lay["pool"]:
+            kind += f" pool {lay['pool'][0]}/s{lay['pool'][1]}"
+        kind += " -> " + "x".join(map(str, lay["out_shape"]))
+        print(f"{lay['layer']:>5} {kind:<28} {shape:>11} {lay['nonzeros']:>9} "
+              f"{lay['density']:>8.3f} {lay['entries']:>8} {lay['zero_entries']:>7} "
+              f"{lay['stream_bytes']:>7}  {lay['encoding']:<15} {lay['output']}")
     _print_board_fit(info["boards"])
     return 0
 
 
 def cmd_ref(args) -> int:
+    import io
+
+    from zeroskip.sw.modelfile import write_atomic
     from zeroskip.sw.pack import read_model
     from zeroskip.sw.ref import run_model
+    if args.out:
+        _check_output_path(args.out, "--out")
     pm = read_model(args.file)
-    x = _read_inputs(args.input, pm.layers[0].q.in_features, args.float, pm.input_scale)
+    x = _read_inputs(args.input, pm.layers[0].q.in_size, args.float, pm.input_scale)
     out = run_model(pm, x).numpy()
     if args.out:
-        np.save(args.out, out)
+        buf = io.BytesIO()
+        np.save(buf, out, allow_pickle=False)
+        write_atomic(args.out, buf.getvalue())     # exactly this name (np.save adds .npy)
         print(f"wrote {args.out}: {out.shape[0]} x {out.shape[1]} outputs")
     else:
         for row in out:
@@ -397,11 +568,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("pack", help="quantize and pack a saved PyTorch model")
-    p.add_argument("model", help="torch.save'd nn.Module or state_dict of Linear layers")
+    p.add_argument("model", help="torch.save'd nn.Module, or a state_dict with --arch")
     p.add_argument("-o", "--output", required=True, help="model file to write (.zsk)")
+    p.add_argument("--arch", default=None,
+                   help="architecture of a state_dict: a zeroskip.sw.models factory name "
+                        "(lenet5, lenet5_classic, digits_cnn, digits_mlp, lenet_300_100) or "
+                        "module.path:factory")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first (the module defining the saved model's class; "
+                        "repeatable)")
     p.add_argument("--calib", default=None,
                    help="calibration inputs: 'digits', 'fashion-mnist' or a float .npy "
-                        "(default: digits for 64-input models)")
+                        "(N, C, H, W) (default: digits for 64-input MLPs; required for CNNs)")
+    p.add_argument("--input-shape", default=None, metavar="C,H,W",
+                   help="input map of a CNN when --calib is a flat (N, C*H*W) array")
     p.add_argument("--percentile", type=float, default=100.0,
                    help="activation range percentile for calibration (default 100: max)")
     p.add_argument("--dense", action="store_true", help="store zero weights too (baseline)")
