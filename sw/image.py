@@ -49,7 +49,7 @@ from ..spec import (
 from .pack import PackedLayer, PackedModel, local_rows
 
 __all__ = ["LoadCmd", "load_commands", "encode_commands", "layer_bases", "scan_columns",
-           "hw_streams", "layer_descriptor"]
+           "hw_streams", "layer_descriptor", "geometry_fields"]
 
 
 @dataclass(frozen=True)
@@ -92,32 +92,36 @@ def hw_streams(pl: PackedLayer, pe: int) -> tuple[np.ndarray, np.ndarray]:
             ent[order.astype(np.int64)])
 
 
-def layer_descriptor(q, params: HwParams) -> dict[int, int]:
-    """The descriptor words of a layer (``docs/hardware.md``, "Layer descriptors"), but for
-    its pointer and row bases: every product the address generator needs, so the hardware only
-    adds. Signed values are two's complement words (the hardware keeps the low bits;
-    addresses are modulo the bank size)."""
-    g = q.geom
-    P = params.pes
-    c, h, w = g.in_shape
-    kh, kw = g.kernel
-    s, pad = g.stride, g.padding
-    k, sp_ = g.pool if g.pool is not None else (1, 1)
-    ph, pw = g.out_hw
-    gin = -(-c // P)
-    fields = {
+def geometry_fields(geom, out_channels: int, pes: int) -> dict[str, int]:
+    """The scanner's geometry fields (``hw/scanner.py:geometry_layout``) of a layer: bounds,
+    and every address and coordinate step, the products computed here so that the hardware
+    only adds. Addresses are ``(y * W + x) * G + c // pes`` with ``G = ceil(C / pes)``."""
+    c, h, w = geom.in_shape
+    kh, kw = geom.kernel
+    s, pad = geom.stride, geom.padding
+    k, sp_ = geom.pool if geom.pool is not None else (1, 1)
+    ph, pw = geom.out_hw
+    gin = -(-c // pes)
+    return {
         "ch": c, "g_last": gin - 1, "kw_last": kw - 1, "kh_last": kh - 1,
         "map_h": h, "map_w": w,
         "a_kx": gin, "a_ky": w * gin, "a_wx": s * gin, "a_wy": s * w * gin,
         "a_px": sp_ * s * gin, "a_py": sp_ * s * w * gin, "a_org": (-pad * w - pad) * gin,
         "c_stride": s, "c_pstride": sp_ * s, "c_org": -pad,
         "win_last": k - 1, "pw_last": pw - 1, "ph_last": ph - 1,
-        "g_out": -(-q.out_features // P),
+        "g_out": -(-int(out_channels) // pes),
     }
+
+
+def layer_descriptor(q, params: HwParams) -> dict[int, int]:
+    """The descriptor words of a layer (``docs/hardware.md``, "Layer descriptors"), but for
+    its pointer and row bases. Signed values are two's complement words (the hardware keeps
+    the low bits; addresses are modulo the bank size)."""
+    g = q.geom
     desc = {DESC_IN: q.in_size, DESC_OUT: q.out_features,
             DESC_FLAGS: encode(DESC_FLAGS_WORD, requant=int(bool(q.requant))),
-            DESC_HW_LAST: h * w - 1}
-    for name, v in fields.items():
+            DESC_HW_LAST: g.in_shape[1] * g.in_shape[2] - 1}
+    for name, v in geometry_fields(g, q.out_features, params.pes).items():
         desc[DESC_GEOMETRY[name]] = v & 0xFFFFFFFF
     return desc
 
