@@ -213,7 +213,7 @@ def _lenet5(rng, density):
                    conv_layer(rng, 10, g4, max(density, 0.2), requant=False)], 1.0)
 
 
-LENET_PARAMS = HwParams(entry_depth=1 << 16, ptr_depth=2048, row_depth=256, act_depth=4096,
+LENET_PARAMS = HwParams(entry_depth=1 << 16, ptr_depth=2048, row_depth=256, act_depth=8192,
                         max_layers=4)
 
 
