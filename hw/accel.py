@@ -29,8 +29,11 @@ from ..spec import (
     CFG_FLAGS_WORD,
     CFG_LAYERS,
     COUNTER_NAMES,
+    DESC_A_KX,
     DESC_FLAGS,
     DESC_FLAGS_WORD,
+    DESC_GEOMETRY,
+    DESC_HW_LAST,
     DESC_IN,
     DESC_OUT,
     DESC_PTR_BASE,
@@ -43,7 +46,7 @@ from ..spec import (
     load_layout,
 )
 from .pe import PE, bank_depth
-from .scanner import Scanner
+from .scanner import Scanner, geometry_layout
 
 __all__ = ["Accelerator"]
 
@@ -84,6 +87,8 @@ class Accelerator(wiring.Component):
     LAYER_START = 1
     #: counted cycles between layers (the DESC_WAIT and DESC states)
     LAYER_SWITCH = 2
+    #: counted cycles from a pixel's last rows written to the next pixel's first scanner cycle
+    PIXEL_SWITCH = 2
 
     def __init__(self, params: HwParams, counter_width: int = 32):
         if not isinstance(params, HwParams):
@@ -121,7 +126,12 @@ class Accelerator(wiring.Component):
         skip_zero = Signal(init=1)
         desc_shapes = {DESC_IN: unsigned(abits), DESC_OUT: unsigned(abits),
                        DESC_PTR_BASE: unsigned(p.ptr_addr_bits),
-                       DESC_ROW_BASE: unsigned(p.row_addr_bits), DESC_FLAGS: DESC_FLAGS_WORD}
+                       DESC_ROW_BASE: unsigned(p.row_addr_bits), DESC_FLAGS: DESC_FLAGS_WORD,
+                       DESC_HW_LAST: unsigned(abits)}
+        # the geometry fields (signed ones are stored as their low bits)
+        glay = geometry_layout(p)
+        for name, field in DESC_GEOMETRY.items():
+            desc_shapes[field] = unsigned(Shape.cast(glay.members[name]).width)
         desc_rd = {}
         layer = Signal(lbits)
         ld = self.load.payload
@@ -175,9 +185,13 @@ class Accelerator(wiring.Component):
         requant = Signal()
         last = Signal()
 
-        # ---- input loader (buffer 0)
+        # ---- input loader (buffer 0): the input map (C, H, W) arrives in CHW order; channel
+        # c goes to bank c % P at address pixel * G + c // P (a vector: j % P at j // P).
+        # ld_cg = c // P, ld_pix the pixel, ld_addr = ld_pix * G + ld_cg (added up)
         ld_bank = Signal(pbits)
         ld_addr = Signal(bbits)
+        ld_cg = Signal(bbits)
+        ld_pix = Signal(abits)
         ld_count = Signal(abits)
         in_take = Signal()
         in0_last = Signal(abits)   # index of layer 0's last input (registered: no adder in the
@@ -207,8 +221,10 @@ class Accelerator(wiring.Component):
         # and broadcasts the nonzero ones to every PE at once (valid = pending & all PEs ready)
         m.submodules.scanner = scanner = Scanner(p)
         m.d.comb += [scanner.col.ready.eq(Cat(pe.col.ready for pe in pes).all()),
-                     scanner.in_f.eq(desc_rd[DESC_IN]),   # valid from DESC (start) on
                      scanner.ptr_base.eq(ptr_base), scanner.skip_zero.eq(skip_zero)]
+        for name, field in DESC_GEOMETRY.items():     # read by the scanner at its start
+            f = getattr(scanner.geom, name)
+            m.d.comb += (f.as_value() if hasattr(f, "as_value") else f).eq(desc_rd[field])
         # the sub-bank of the row being read (registered with the read, like the data)
         rd_lane = Signal(max(1, lb))
         if lb:
@@ -218,39 +234,74 @@ class Accelerator(wiring.Component):
             m.d.comb += scanner.rd_data[i].eq(
                 Array(Mux(buf, bank_rp[1][i][j].data, bank_rp[0][i][j].data)
                       for j in range(L))[rd_lane])
-        for b in range(2):
-            for i in range(P):
-                for j in range(L):
-                    m.d.comb += [bank_rp[b][i][j].addr.eq(scanner.rd_addr[lb:]),
-                                 bank_rp[b][i][j].en.eq(scanner.rd_en)]
-        for pe in pes:
-            m.d.comb += [pe.col.valid.eq(scanner.col.valid),
-                         pe.col.payload.eq(scanner.col.payload)]
-
-        # ---- finalization writes into the other buffer
+        # ---- finalization writes into the other buffer, at the pixel's output address
+        # ``out_base + local row``; with L sub-banks the L rows of a step start at sub-bank
+        # ``rot = address % L`` (a rotation of the lanes). Max pooling: every conv pixel of a
+        # pooling window writes, the first its codes, the others the max of theirs and the
+        # codes already there, read at F4b (one stage ahead) from the same address.
+        pool_first = scanner.pool_first
         ld_lane = ld_addr[:lb] if lb else 0
+        pool_addr = [[None] * L for _ in range(P)]
         for i, pe in enumerate(pes):
-            for b in range(2):
-                for j in range(L):
-                    wp = bank_wp[b][i][j]
-                    with m.If(pe.out_en[j]):
-                        m.d.comb += [wp.addr.eq(pe.out_addr), wp.data.eq(pe.out_data[j]),
+            at = Signal(bbits, name=f"out_at{i}")        # F4b's address
+            a4 = Signal(bbits, name=f"out_a4{i}")        # F4c's (registered)
+            m.d.comb += at.eq(scanner.out_base + pe.out_row_t)
+            m.d.sync += a4.eq(at)
+            rot_t, rot4 = (at[:lb], a4[:lb]) if lb else (0, 0)
+            hi_t, hi4 = at[lb:], a4[lb:]
+            # the pooled codes read at F4b, lane by lane
+            rd = [Signal(8, name=f"pool_rd{i}_{j}") for j in range(L)]
+            for j in range(L):
+                sub = (rot4 + j)[:lb] if lb else 0
+                m.d.comb += rd[j].eq(Array(Mux(buf, bank_rp[0][i][k].data,
+                                               bank_rp[1][i][k].data) for k in range(L))[sub])
+            val = [Signal(8, name=f"out_val{i}_{j}") for j in range(L)]
+            for j in range(L):
+                q = pe.out_data[j]
+                m.d.comb += val[j].eq(Mux(pool_first | (q > rd[j]), q, rd[j]))
+            for k in range(L):
+                lane = (k - rot4)[:lb] if lb else 0
+                carry_t = (k < rot_t) if lb else 0
+                carry4 = (k < rot4) if lb else 0
+                pool_addr[i][k] = hi_t + carry_t
+                for b in range(2):
+                    wp = bank_wp[b][i][k]
+                    with m.If(Array(pe.out_en)[lane] if lb else pe.out_en[0]):
+                        m.d.comb += [wp.addr.eq(hi4 + carry4), wp.data.eq(Array(val)[lane]),
                                      wp.en.eq(buf != b)]
                     if b == 0:
-                        with m.Elif(in_take & (ld_bank == i) & (ld_lane == j)):
+                        with m.Elif(in_take & (ld_bank == i) & (ld_lane == k)):
                             m.d.comb += [wp.addr.eq(ld_addr[lb:]),
                                          wp.data.eq(in_data), wp.en.eq(1)]
             m.d.comb += [pe.fin_out.eq(out_f), pe.fin_row_base.eq(row_base),
                          pe.fin_requant.eq(requant), pe.fin_last.eq(last)]
+        # read ports: the scanner's on the buffer it reads, the pooling's on the other
+        for b in range(2):
+            for i in range(P):
+                for k in range(L):
+                    rp = bank_rp[b][i][k]
+                    with m.If(buf == b):
+                        m.d.comb += [rp.addr.eq(scanner.rd_addr[lb:]), rp.en.eq(scanner.rd_en)]
+                    with m.Else():
+                        m.d.comb += [rp.addr.eq(pool_addr[i][k]), rp.en.eq(pes[i].out_rd)]
+        for pe in pes:
+            m.d.comb += [pe.col.valid.eq(scanner.col.valid),
+                         pe.col.payload.eq(scanner.col.payload)]
+
         # each PE finalizes by itself once the scanner is done and it has drained; the layer
         # is over when every PE is done. Both are registered (one fan-out register to the PEs,
         # one AND over them into the sequencer) and held low in the cycle after a layer start.
+        # A pixel starts with the scanner's ``start`` (a layer's first) or ``next`` (``px_go``,
+        # a register pulse), which arms the PEs' finalization of that pixel.
         scan_done_q = Signal()
         all_fin_done = Signal()
-        m.d.sync += [scan_done_q.eq(scanner.done & ~scanner.start),
-                     all_fin_done.eq(Cat(pe.fin_done for pe in pes).all() & ~scanner.start)]
+        px_go = Signal()
+        go = Signal()
+        m.d.comb += [go.eq(scanner.start | px_go), scanner.next.eq(px_go)]
+        m.d.sync += [scan_done_q.eq(scanner.done & ~go),
+                     all_fin_done.eq(Cat(pe.fin_done for pe in pes).all() & ~go)]
         for pe in pes:
-            m.d.comb += [pe.fin_arm.eq(scanner.start), pe.scan_done.eq(scan_done_q)]
+            m.d.comb += [pe.fin_arm.eq(go), pe.scan_done.eq(scan_done_q)]
 
         # ---- read-out: a pipeline with one stall signal (``ro_adv``): stage 1 is the PEs'
         # accumulator read data, stage 2 each PE's registered copy (``ro_data``), which the
@@ -376,16 +427,22 @@ class Accelerator(wiring.Component):
                     m.d.sync += loading.eq(1)
                     with m.If(~loading):
                         m.d.comb += clear.eq(1)
-                    with m.If(ld_bank == P - 1):
-                        m.d.sync += [ld_bank.eq(0), ld_addr.eq(ld_addr + 1)]
-                    with m.Else():
-                        m.d.sync += ld_bank.eq(ld_bank + 1)
+                    with m.If(ld_pix != desc_rd[DESC_HW_LAST]):
+                        m.d.sync += [ld_pix.eq(ld_pix + 1),
+                                     ld_addr.eq(ld_addr + desc_rd[DESC_A_KX])]
+                    with m.Else():       # the channel's last pixel: the next channel
+                        m.d.sync += ld_pix.eq(0)
+                        with m.If(ld_bank == P - 1):
+                            m.d.sync += [ld_bank.eq(0), ld_cg.eq(ld_cg + 1),
+                                         ld_addr.eq(ld_cg + 1)]
+                        with m.Else():
+                            m.d.sync += [ld_bank.eq(ld_bank + 1), ld_addr.eq(ld_cg)]
                     m.d.sync += ld_count.eq(ld_count + 1)
                     with m.If(ld_is_last):
                         # the last input: layer 0 starts at once (its row 0 is fetched in the
                         # next cycle, after this input's write)
-                        m.d.sync += [ld_count.eq(0), ld_bank.eq(0), ld_addr.eq(0),
-                                     buf.eq(0), loading.eq(0)]
+                        m.d.sync += [ld_count.eq(0), ld_bank.eq(0), ld_addr.eq(0), ld_cg.eq(0),
+                                     ld_pix.eq(0), buf.eq(0), loading.eq(0)]
                         start_layer()
             with m.State("DESC"):
                 m.d.comb += [self.busy.eq(1), counting.eq(1)]
@@ -394,7 +451,11 @@ class Accelerator(wiring.Component):
             with m.State("SCAN"):
                 # scanning, then (PE by PE) draining and finalizing
                 m.d.comb += [self.busy.eq(1), counting.eq(1)]
-                with m.If(all_fin_done):
+                m.d.sync += px_go.eq(0)
+                with m.If(all_fin_done & ~px_go & ~scanner.last_pixel):
+                    # the pixel is written: the next one
+                    m.d.sync += px_go.eq(1)
+                with m.If(all_fin_done & ~px_go & scanner.last_pixel):
                     m.d.sync += scan_en.eq(0)
                     with m.If(last):
                         m.d.sync += [ro_r.eq(0), ro_bank.eq(0), ro_addr.eq(0), reading.eq(1),

@@ -93,10 +93,14 @@ class PE(wiring.Component):
         ``fin_lanes`` rows: the one in F4c is written in this cycle, the one in F4b in the
         next (a register, so that the sequencer, behind one more register, moves on exactly
         as the last rows are written).
-    out_addr, out_data, out_en : Out
-        Writes of requantized activations into this PE's bank of the next activation buffer,
-        ``fin_lanes`` a cycle: ``out_data[j]`` (when ``out_en[j]``) is local row
-        ``out_addr * fin_lanes + j``; the bank is split the same way (row % fin_lanes).
+    out_row, out_data, out_en : Out
+        Requantized activations for this PE's bank of the next activation buffer,
+        ``fin_lanes`` a cycle (F4c): ``out_data[j]`` (when ``out_en[j]``) is local row
+        ``out_row + j`` (``out_row`` a multiple of ``fin_lanes``). The accelerator adds the
+        pixel's output address and does the pooling's compare-and-keep.
+    out_row_t, out_rd : Out
+        The same rows a cycle earlier (F4b): ``out_rd`` while any of them is valid (the
+        accelerator reads the output bank there for the pooling's compare).
     ro_sel, ro_addr, ro_en, ro_data, ro_clr_en, ro_clr_addr
         Read-out of the output layer's results (and clearing of the accumulators behind it): in
         a cycle with ``ro_sel & ro_en`` the accumulator at ``ro_addr`` is read and ``ro_data``
@@ -133,7 +137,7 @@ class PE(wiring.Component):
         self.rows = bank_depth(params)
         row_bits = max(1, (self.rows - 1).bit_length())
         self.row_bits = row_bits
-        self.lane_bits = lb = params.fin_lanes.bit_length() - 1
+        self.lane_bits = params.fin_lanes.bit_length() - 1
         lanes = params.fin_lanes
         super().__init__({
             "col": In(stream.Signature(col_layout(params))),
@@ -150,7 +154,9 @@ class PE(wiring.Component):
             "fin_requant": In(1),
             "fin_last": In(1),
             "fin_done": Out(1),
-            "out_addr": Out(max(1, row_bits - lb)),
+            "out_row": Out(row_bits),
+            "out_row_t": Out(row_bits),
+            "out_rd": Out(1),
             "out_data": Out(8).array(lanes),
             "out_en": Out(lanes),
             "ro_sel": In(1),
@@ -519,7 +525,8 @@ class PE(wiring.Component):
                                              rnd[1:9])))
             q4.append(q)
             m.d.comb += [self.out_data[j].eq(q), self.out_en[j].eq(fv4[j] & ~fin_last)]
-        m.d.comb += self.out_addr.eq(bank_of(l4)[1])
+        m.d.comb += [self.out_row.eq(l4), self.out_row_t.eq(lt),
+                     self.out_rd.eq((fvt != 0) & ~fin_last)]
 
         # fin_done (a register) rises while the last rows are in F4b: the sequencer, which sees
         # it through one more register, moves on in the cycle they are written (from F4c)

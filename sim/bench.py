@@ -14,6 +14,15 @@ densities {1.0, 0.5, 0.25, 0.1, 0.05} x activation densities {1.0, 0.5}, on the 
 * ``bit_exact``: every output of every run equals the integer reference.
 
 Writes ``build/bench/fc.json`` (and prints a table).
+
+Then LeNet-5's conv layers (conv1: 1x28x28 -> 20, 5x5, max pool 2; conv2: 20x12x12 -> 50,
+5x5, max pool 2) at weight densities {1.0, 0.5, 0.25, 0.1}, random int8 weights, on real
+activations: conv1 on Fashion-MNIST test images (scikit-learn's digits, upscaled to 28x28, when
+Fashion-MNIST is not installed), conv2 on what a random dense conv1 makes of them. The output
+layer must give a 1x1 map, so each bench model is the conv layer and a 10-output FC head
+(weight density 0.1); the conv layer's own figures come from the run's counters minus the
+head's cycles and MACs from the cycle model (exact: the model equals the counter, and the
+head's MACs are counted exactly). Writes ``build/bench/conv.json``.
 """
 
 from __future__ import annotations
@@ -91,6 +100,106 @@ def run_bench(params: HwParams, inputs: int = 4, seed: int = 1,
     return records
 
 
+def _real_images(n: int) -> tuple[np.ndarray, str]:
+    """``n`` uint8 28x28 images: Fashion-MNIST's test set, or scikit-learn's digits upscaled."""
+    import torch
+
+    from ..sw.data import DatasetError, load_digits, load_fashion_mnist
+    try:
+        ds = load_fashion_mnist()
+        x, name = ds.x_test[:n], "fashion-mnist"
+    except DatasetError:
+        ds = load_digits()
+        x = torch.nn.functional.interpolate(ds.x_test[:n], size=(28, 28), mode="nearest")
+        name = "digits (upscaled to 28x28)"
+    return np.rint(x.numpy().reshape(n, -1) * 255).astype(np.int64), name
+
+
+CONV_DENSITIES = [1.0, 0.5, 0.25, 0.1]
+CONV_PARAMS = dict(entry_depth=1 << 16, ptr_depth=4096, row_depth=256, act_depth=8192,
+                   max_layers=4)
+
+
+def run_conv_bench(params: HwParams, inputs: int = 2, seed: int = 1,
+                   weight_densities=CONV_DENSITIES) -> list[dict]:
+    from ..sw.cycles import dense_macs, useful_macs_layer
+    from ..sw.geometry import Geometry
+    from ..sw.quant import QModel
+    from ..sw.ref import run_layer
+    from .conv_cases import conv_layer
+    rng = np.random.default_rng(seed)
+    imgs, source = _real_images(inputs)
+    g1 = Geometry("conv", (1, 28, 28), (5, 5), pool=(2, 2))
+    g2 = Geometry("conv", (20, 12, 12), (5, 5), pool=(2, 2))
+    conv1_dense = conv_layer(rng, 20, g1, 1.0)
+    acts2 = run_layer(conv1_dense, imgs).numpy()
+    cases, meta = [], []
+    for name, g, out_c, x in (("conv1", g1, 20, imgs), ("conv2", g2, 50, acts2)):
+        for wd in weight_densities:
+            conv = conv_layer(rng, out_c, g, wd)
+            head = conv_layer(rng, 10, Geometry.fc(conv.out_size, in_shape=g.out_shape(out_c)),
+                              0.1, requant=False)
+            qm = QModel([conv, head], 1.0)
+            sparse = pack_model(qm, params)
+            dense = pack_model(qm, params, dense=True)
+            exp = run_model(sparse, x).numpy()
+            cases.append(Case(sparse, x, exp, name=f"{name} w{wd} sparse"))
+            cases.append(Case(dense, x, exp, skip_zero_acts=False, name=f"{name} w{wd} dense"))
+            meta.append((name, g, out_c, wd, sparse, dense, x, exp))
+    t0 = time.time()
+    print(f"running {len(cases)} conv cases ({inputs} images each, {source}) on the Verilated "
+          f"{params.pes}-PE array...", file=sys.stderr, flush=True)
+    results = run_cases(params, cases, seed=seed, name="accel-bench-conv")
+    print(f"  done in {time.time() - t0:.0f} s", file=sys.stderr)
+    records = []
+    for i, (name, g, out_c, wd, pm, dm, x, exp) in enumerate(meta):
+        rs, rd = results[2 * i], results[2 * i + 1]
+        lcs = [predict(pm, v) for v in x]
+        dls = [predict(dm, v, skip_zero_acts=False) for v in x]
+        # the head's share (cycle model, exact) taken off the run's counters
+        cyc = float(np.mean([c["cycles"] - lc[1].cycles for c, lc in zip(rs.counters, lcs)]))
+        dcyc = float(np.mean([c["cycles"] - dl[1].cycles for c, dl in zip(rd.counters, dls)]))
+        useful = float(np.mean([c["useful_macs"] - lc[1].useful_macs
+                                for c, lc in zip(rs.counters, lcs)]))
+        conv_q = pm.layers[0].q
+        dmacs = dense_macs(pm) - pm.layers[1].q.in_features * 10
+        assert all(useful_macs_layer(conv_q, v) == lc[0].useful_macs for v, lc in zip(x, lcs))
+        records.append({
+            "layer": name, "pes": params.pes, "in_shape": list(g.in_shape), "out_channels": out_c,
+            "kernel": list(g.kernel), "pool": list(g.pool), "activations": source,
+            "weight_density": wd,
+            "measured_weight_density": float(np.count_nonzero(conv_q.weight)
+                                             / conv_q.weight.size),
+            "measured_act_density": float(np.count_nonzero(x) / x.size),
+            "cycles": cyc, "dense_cycles": dcyc, "useful_macs": useful,
+            "dense_macs": dmacs,
+            "utilization": useful / (params.pes * cyc),
+            "speedup": dcyc / cyc,
+            "ideal_speedup": dmacs / useful if useful else float("inf"),
+            "predicted_cycles": float(np.mean([lc[0].cycles for lc in lcs])),
+            "predicted_dense_cycles": float(np.mean([dl[0].cycles for dl in dls])),
+            "max_pe_entries": float(np.mean([max(lc[0].pe_work) for lc in lcs])),
+            "mean_pe_entries": float(np.mean([np.mean(lc[0].pe_work) for lc in lcs])),
+            "bit_exact": bool(np.array_equal(rs.outputs, exp) and np.array_equal(rd.outputs, exp)),
+            "inputs": len(x),
+        })
+    return records
+
+
+def conv_table(records: list[dict]) -> str:
+    head = ("| layer | w dens | a dens | cycles | dense cycles | useful MACs | util | speedup "
+            "| ideal | speedup/ideal | predicted | bit-exact |")
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|"]
+    for r in records:
+        lines.append(
+            f"| {r['layer']} | {r['weight_density']} | {r['measured_act_density']:.2f} | "
+            f"{r['cycles']:.0f} | {r['dense_cycles']:.0f} | {r['useful_macs']:.0f} | "
+            f"{r['utilization']:.3f} | {r['speedup']:.2f} | {r['ideal_speedup']:.2f} | "
+            f"{r['speedup'] / r['ideal_speedup']:.3f} | {r['predicted_cycles']:.0f} | "
+            f"{'yes' if r['bit_exact'] else 'NO'} |")
+    return "\n".join(lines)
+
+
 def table(records: list[dict]) -> str:
     head = ("| layer | w dens | a dens | cycles | dense cycles | useful MACs | util | speedup "
             "| ideal | speedup/ideal | predicted | bit-exact |")
@@ -113,22 +222,35 @@ def main(argv=None) -> int:
     ap.add_argument("--inputs", type=int, default=4, help="input vectors per case")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--quick", action="store_true", help="one weight density (0.1) only")
+    ap.add_argument("--only", choices=["fc", "conv"], help="run one of the two benches")
+    ap.add_argument("--conv-out", default="build/bench/conv.json", help="conv output JSON")
     args = ap.parse_args(argv)
     if args.inputs < 1:
         ap.error("--inputs must be at least 1")
-    params = HwParams(pes=args.pes)
-    wds = [0.1] if args.quick else WEIGHT_DENSITIES
-    records = run_bench(params, args.inputs, args.seed, weight_densities=wds)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(records, indent=2))
-    os.replace(tmp, out)
-    print(table(records))
-    print(f"wrote {out}")
-    bad = [r for r in records if not r["bit_exact"]]
+    bad = 0
+    runs = []
+    if args.only != "conv":
+        wds = [0.1] if args.quick else WEIGHT_DENSITIES
+        runs.append((Path(args.out), table,
+                     lambda: run_bench(HwParams(pes=args.pes), args.inputs, args.seed,
+                                       weight_densities=wds)))
+    if args.only != "fc":
+        wds = [0.1] if args.quick else CONV_DENSITIES
+        runs.append((Path(args.conv_out), conv_table,
+                     lambda: run_conv_bench(HwParams(pes=args.pes, **CONV_PARAMS),
+                                            min(args.inputs, 2), args.seed,
+                                            weight_densities=wds)))
+    for out, fmt, run in runs:
+        records = run()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(records, indent=2))
+        os.replace(tmp, out)
+        print(fmt(records))
+        print(f"wrote {out}")
+        bad += sum(not r["bit_exact"] for r in records)
     if bad:
-        print(f"error: {len(bad)} cases were not bit-exact", file=sys.stderr)
+        print(f"error: {bad} cases were not bit-exact", file=sys.stderr)
         return 1
     return 0
 

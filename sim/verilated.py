@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ..spec import HwParams
+from ..sw.cycles import computed_pixels
 from ..sw.image import encode_commands, load_commands
 from ..sw.pack import PackedModel
 from .runner import SimulationFailed, run_cocotb
@@ -132,7 +133,9 @@ def _job(cases: list[Case], params: HwParams, result: Path, progress: Path | Non
         out_f = c.model.layers[-1].q.out_features
         layers = c.model.layers
         # generous cycle budget: every entry of every layer, plus overheads, plus stalls
-        budget = int(sum(pl.n_entries + pl.q.in_features + pl.q.out_features + 64
+        # (per conv pixel the hardware computes)
+        budget = int(sum((pl.n_entries + pl.q.in_features + pl.q.out_features + 64)
+                         * computed_pixels(pl.q.geom)
                          for pl in layers) * 4 / max(1e-3, 1 - max(c.idle, c.backpressure))
                      ) + 10_000
         out["cases"].append({

@@ -304,23 +304,45 @@ def check_fits(layers: list[QLayer], params: HwParams, entries_per_pe=None,
                abs_row_sums=None) -> None:
     """Raise :class:`FitError` naming the limit when the model does not fit ``params``.
 
+    The conv rules (``docs/hardware.md``, "Limits and errors"): every layer's input and output
+    map ``(C, H, W)`` takes ``H * W * ceil(C / pes)`` words of each activation bank, which holds
+    ``ceil(act_depth / pes)``; no vector (a layer's ``C * H * W`` inputs or outputs) is longer
+    than ``act_depth``; a layer takes ``C * KH * KW + 1`` column pointers and
+    ``ceil(O / pes)`` rows per PE; the output layer's map is ``1 x 1``.
+
     ``abs_row_sums`` (per layer: ``sum_j |W[o, j]|`` for every row ``o``) replaces reading the
     weight matrices for the accumulator bound: the file reader checks the fit this way before
-    it builds any dense matrix (the layers' ``weight`` then only needs a ``shape``)."""
+    it builds any dense matrix (the layers' ``weight`` then only needs a ``shape``).
+    """
     if not layers:
         raise FitError("the model has no layers")
     if len(layers) > params.max_layers:
         raise FitError(f"{len(layers)} layers exceed max_layers={params.max_layers}")
+    P = params.pes
+    bank = (params.act_depth + P - 1) // P
     ptrs = rows = 0
     for i, q in enumerate(layers):
         o, n = q.weight.shape
+        g = q.geom
         if i and q.in_size != layers[i - 1].out_size:
             raise FitError(f"layer {i} takes {q.in_size} inputs but layer {i - 1} gives "
                            f"{layers[i - 1].out_size}")
-        for what, v in (("inputs", n), ("outputs", o)):
+        for what, v in (("inputs", q.in_size), ("outputs", q.out_size)):
             if v > params.act_depth:
                 raise FitError(f"layer {i} has {v} {what}, more than act_depth="
                                f"{params.act_depth}")
+        c, h, w = g.in_shape
+        ph, pw = g.out_hw
+        for what, (cc, hh, ww) in (("input", (c, h, w)), ("output", (o, ph, pw))):
+            words = hh * ww * -(-cc // P)
+            if words > bank:
+                raise FitError(f"layer {i}'s {what} map {cc}x{hh}x{ww} needs {words} words of "
+                               f"each activation bank, {words - bank} more than its {bank} "
+                               f"(act_depth={params.act_depth} / pes={P})")
+        if i == len(layers) - 1 and (ph, pw) != (1, 1):
+            raise FitError(f"the output layer (layer {i}) gives a {o}x{ph}x{pw} map: the "
+                           "output layer must give a 1x1 map (a fully-connected layer, or a "
+                           "convolution whose output is 1x1)")
         if i < len(layers) - 1 and not q.requant:
             raise FitError(f"layer {i} is a hidden layer without requantization")
         if q.requant:
@@ -336,18 +358,18 @@ def check_fits(layers: list[QLayer], params: HwParams, entries_per_pe=None,
             raise FitError(f"layer {i}: worst-case accumulator {int(bound.max())} overflows "
                            f"acc_width={params.acc_width}")
         ptrs += n + 1
-        rows += (o + params.pes - 1) // params.pes
+        rows += (o + P - 1) // P
     if ptrs > params.ptr_depth:
         raise FitError(f"the model needs {ptrs} column pointers per PE, more than ptr_depth="
-                       f"{params.ptr_depth}")
+                       f"{params.ptr_depth} (by {ptrs - params.ptr_depth})")
     if rows > params.row_depth:
         raise FitError(f"the model needs {rows} rows per PE, more than row_depth="
-                       f"{params.row_depth}")
+                       f"{params.row_depth} (by {rows - params.row_depth})")
     if entries_per_pe is not None:
         worst = int(max(entries_per_pe))
         if worst > params.entry_depth:
             raise FitError(f"the model needs {worst} weight entries in one PE, more than "
-                           f"entry_depth={params.entry_depth}")
+                           f"entry_depth={params.entry_depth} (by {worst - params.entry_depth})")
 
 
 def pack_model(qmodel: QModel, params: HwParams, dense: bool = False,

@@ -39,3 +39,14 @@ def sim_seed(request: pytest.FixtureRequest) -> int:
     seed = resolve_seed(request.config.getoption("--seed"))
     print(f"simulation seed {seed} (reproduce with --seed {seed})")
     return seed
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items) -> None:
+    """Tests marked ``slow`` (long RTL variants of default tests) run only when the marker
+    expression names them (``pytest -m slow``, ``-m "sim and slow"``)."""
+    if "slow" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -73,3 +73,33 @@ def test_cycle_model_for_a_model_file_on_other_hardware():
     assert sum(lc.cycles for lc in predict(pm, x[0])) != res.counters[0]["cycles"]
     with pytest.raises(ValueError, match="packed for"):
         predict(pm, x[0], hw=replace(hw, pes=4))
+
+
+def test_cycle_model_conv_layers_and_cnns():
+    """Tiny random conv layers and CNNs (kernels 1..5, strides 1..2, padding, pooling, also
+    overlapping windows; 1, 2, 3 and 5 PEs, every fin_lanes, fifo_depth and mem_out_logic):
+    the outputs equal the reference and the model equals the RTL's counter, cycle for cycle,
+    as do the useful MACs and entries."""
+    from zeroskip.sim.conv_cases import conv_inputs, random_cnn
+    for seed in range(10):
+        rng = np.random.default_rng(2000 + seed)
+        params = HwParams(pes=int(rng.choice([1, 2, 3, 5])), act_depth=1024, row_depth=64,
+                          entry_depth=1 << 14, ptr_depth=1024,
+                          fin_lanes=int(rng.choice([1, 2, 4])),
+                          fifo_depth=int(rng.choice([1, 2, 4, 16])),
+                          mem_out_logic=int(rng.integers(0, 2)))
+        shape = (int(rng.integers(1, 9)), int(rng.integers(1, 8)), int(rng.integers(1, 8)))
+        convs = int(rng.integers(1, 3))
+        qm = random_cnn(rng, shape, convs, [int(rng.integers(1, 10)) for _ in range(convs)],
+                        [float(rng.choice([1.0, 0.5, 0.2])) for _ in range(convs + 1)],
+                        fc=[int(rng.integers(1, 6))])
+        pm = pack_model(qm, params)
+        x = conv_inputs(rng, 2, shape, float(rng.choice([1.0, 0.5, 0.1, 0.0])))
+        res = run_pysim(pm, x)
+        np.testing.assert_array_equal(res.outputs, run_model(pm, x).numpy())
+        for vec, c in zip(x, res.counters):
+            layers = predict(pm, vec)
+            assert sum(lc.cycles for lc in layers) == c["cycles"], seed
+            assert sum(lc.useful_macs for lc in layers) == c["useful_macs"] == \
+                useful_macs(pm, vec), seed
+            assert sum(lc.entries for lc in layers) == c["entries"], seed

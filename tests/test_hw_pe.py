@@ -40,7 +40,7 @@ def run_pe(q, x, requant_mode: bool, seed: int, idle: float = 0.3, lanes: int = 
             en = ctx.get(pe.out_en)
             for j in range(lanes):
                 if en >> j & 1:
-                    r = ctx.get(pe.out_addr) * lanes + j
+                    r = ctx.get(pe.out_row) + j
                     assert r not in out, f"row {r} written twice"
                     out[r] = ctx.get(pe.out_data[j])
 

@@ -24,6 +24,8 @@ from amaranth.sim import Simulator
 from zeroskip.hw.pe import bank_depth
 from zeroskip.hw.scanner import Scanner
 from zeroskip.spec import HwParams
+from zeroskip.sw.geometry import Geometry
+from zeroskip.sw.image import geometry_fields
 
 pytestmark = pytest.mark.sim
 
@@ -103,7 +105,7 @@ def run_layers(pes: int, layers, *, backpressure: float = 0.0, seed: int = 0,
             ctx.set(sc.enable, 0)
             for _ in range(gap):
                 await ctx.tick()
-            ctx.set(sc.in_f, len(acts))
+            ctx.set(sc.geom, geometry_fields(Geometry.fc(len(acts)), 1, pes))
             ctx.set(sc.ptr_base, ptr_base)
             ctx.set(sc.skip_zero, int(skip))
             ctx.set(sc.start, 1)
@@ -260,3 +262,124 @@ def test_model_timing_rule():
     assert emits == [(5, 13, 5), (6, 15, 7), (8, 21, 9)]
     assert skipped == {3: 3, 4: 1, 6: 3, 7: 2}
     assert done == 9
+
+
+# ---------------------------------------------------------------- convolutions (pixel walk)
+
+def conv_model(x: np.ndarray, geom: Geometry, ptr_base: int, skip: bool):
+    """Per conv pixel, in pooling-window order: the ``(pointer, value)`` sequence the scanner
+    must emit (kernel positions ky, kx inside the map, then channels in order, column
+    ``(ky * KW + kx) * C + c``), whether it is the first of its window, its pooled output
+    index."""
+    c, h, w = geom.in_shape
+    kh, kw = geom.kernel
+    k, sp = geom.pool or (1, 1)
+    ph, pw = geom.out_hw
+    out = []
+    for py in range(ph):
+        for px in range(pw):
+            for wy in range(k):
+                for wx in range(k):
+                    oy, ox = py * sp + wy, px * sp + wx
+                    seq = []
+                    for ky in range(kh):
+                        for kx in range(kw):
+                            iy = oy * geom.stride - geom.padding + ky
+                            ix = ox * geom.stride - geom.padding + kx
+                            if 0 <= iy < h and 0 <= ix < w:
+                                for ch in range(c):
+                                    v = int(x[ch, iy, ix])
+                                    if v or not skip:
+                                        seq.append((ptr_base + (ky * kw + kx) * c + ch, v))
+                    out.append((seq, wy == 0 and wx == 0, py * pw + px))
+    return out
+
+
+def run_conv(pes: int, x: np.ndarray, geom: Geometry, out_c: int, ptr_base: int, skip: bool,
+             backpressure: float, seed: int):
+    """Scan every pixel of a conv layer (``start``, then ``next`` after each ``done``)."""
+    params = HwParams(pes=pes, act_depth=1024, ptr_depth=1024, entry_depth=64,
+                      row_depth=16)
+    dut = Harness(params)
+    sc = dut.scanner
+    rng = random.Random(seed)
+    depth = bank_depth(params)
+    c, h, w = geom.in_shape
+    G = -(-c // pes)
+    recs = []
+    gout = -(-out_c // pes)
+
+    async def bench(ctx):
+        for bank in dut.banks:
+            for a in range(depth):
+                ctx.set(bank.data[a], rng.randrange(1, 256) if rng.random() < 0.7 else 0)
+        for ch in range(c):
+            for y in range(h):
+                for xx in range(w):
+                    ctx.set(dut.banks[ch % pes].data[(y * w + xx) * G + ch // pes],
+                            int(x[ch, y, xx]))
+        ctx.set(sc.geom, geometry_fields(geom, out_c, pes))
+        ctx.set(sc.ptr_base, ptr_base)
+        ctx.set(sc.skip_zero, int(skip))
+        ctx.set(sc.start, 1)
+        await ctx.tick()
+        ctx.set(sc.start, 0)
+        ctx.set(sc.enable, 1)
+        n_pix = geom.out_hw[0] * geom.out_hw[1] * (geom.pool or (1, 1))[0] ** 2
+        for _ in range(n_pix):
+            seq = []
+            first, base, last = (ctx.get(sc.pool_first), ctx.get(sc.out_base),
+                                 ctx.get(sc.last_pixel))
+            for _t in range(20000):
+                ready = int(rng.random() >= backpressure)
+                ctx.set(sc.col.ready, ready)
+                if ctx.get(sc.col.valid):
+                    seq.append((ctx.get(sc.col.payload.ptr), ctx.get(sc.col.payload.act)))
+                if ctx.get(sc.done):
+                    break
+                await ctx.tick()
+            else:
+                raise AssertionError("the pixel's scan never finished")
+            recs.append((seq, bool(first), base // gout, bool(last)))
+            ctx.set(sc.next, 1)
+            await ctx.tick()
+            ctx.set(sc.next, 0)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    return recs
+
+
+CONV_CASES = [
+    # (pes, (C, H, W), kernel, stride, padding, pool, out channels)
+    (1, (1, 5, 5), (3, 3), 1, 1, None, 1),
+    (3, (5, 6, 7), (3, 2), 2, 1, (2, 2), 4),
+    (3, (4, 7, 6), (3, 3), 1, 1, (3, 2), 7),        # overlapping pooling windows
+    (8, (20, 6, 6), (5, 5), 1, 2, (2, 2), 9),       # C not a multiple of P, G = 3
+    (8, (3, 4, 4), (4, 4), 1, 0, None, 8),          # an FC layer on a map (one pixel)
+    (4, (2, 9, 5), (1, 1), 2, 0, None, 3),
+    (8, (8, 1, 1), (1, 1), 1, 0, None, 8),          # a vector
+]
+
+
+@pytest.mark.parametrize("skip", [True, False], ids=["skip", "dense"])
+@pytest.mark.parametrize("case", range(len(CONV_CASES)))
+def test_conv_pixel_walk(case, skip):
+    """Every conv pixel's exact emit sequence (padding positions never emitted, channels past C
+    masked, garbage in the banks never read), pooling-window order, first-of-window flags,
+    output addresses and the last-pixel flag, under random back-pressure."""
+    pes, shape, kernel, stride, pad, pool, out_c = CONV_CASES[case]
+    geom = Geometry("conv", shape, kernel, stride, pad, pool)
+    rng = np.random.default_rng(case)
+    x = np.where(rng.random(shape) < 0.5, rng.integers(1, 256, shape), 0)
+    x[0, 0, :] = 255          # borders next to the padding
+    x[-1, -1, :] = 1
+    exp = conv_model(x, geom, 7, skip)
+    recs = run_conv(pes, x, geom, out_c, 7, skip, 0.3, case)
+    assert len(recs) == len(exp)
+    for i, ((seq, first, out, last), (eseq, efirst, eout)) in enumerate(zip(recs, exp)):
+        assert seq == eseq, f"pixel {i}: emit sequence"
+        assert (first, out) == (efirst, eout), f"pixel {i}: window flag / output address"
+        assert last == (i == len(exp) - 1), f"pixel {i}: last-pixel flag"

@@ -8,6 +8,9 @@ cycles on the inputs and random back-pressure on the results. Two array configur
 
 from __future__ import annotations
 
+import os
+import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -113,15 +116,8 @@ def test_dense_baseline_mode(seed):
 
 
 def _golden_params():
-    """Every golden file; those with convolution layers are expected to fail until the PE array
-    runs convolutions (issue 10, hardware): remove the mark when it does."""
-    out = []
-    for f in sorted(GOLDEN.glob("*.zsk")):
-        conv = any(pl.q.geom.kind == "conv" for pl in read_model(f).layers)
-        marks = [pytest.mark.xfail(reason="the RTL runs fully-connected layers only (conv: "
-                                          "issue 10, hardware)", run=False)] if conv else []
-        out.append(pytest.param(f.stem, marks=marks))
-    return out
+    """Every golden file (fully-connected and convolutional)."""
+    return [f.stem for f in sorted(GOLDEN.glob("*.zsk"))]
 
 
 @pytest.mark.parametrize("name", _golden_params())
@@ -137,3 +133,99 @@ def test_golden_files_on_rtl(name, seed):
 
 def test_golden_files_exist():
     assert len(list(GOLDEN.glob("*.zsk"))) >= 4, f"golden files missing in {GOLDEN}"
+
+
+# ---------------------------------------------------------------- convolutional networks
+
+CONV_CONFIGS = {
+    "1pe": CONFIGS["1pe"],
+    "8pe": CONFIGS["8pe"],
+    # an odd PE count, four finalization lanes, one-entry queues
+    "5pe": HwParams(pes=5, entry_depth=1 << 14, ptr_depth=2048, row_depth=256, act_depth=2048,
+                    max_layers=4, fifo_depth=1, fin_lanes=4),
+}
+
+
+def _random_cnn_case(rng, params, name, idle, bp, max_map=12, max_c=24, n_in=2):
+    """A random CNN that fits ``params`` (1-2 conv layers then 1-2 FC layers), with inputs of
+    a random density (all-zero maps and channels included)."""
+    from zeroskip.sim.conv_cases import conv_inputs, random_cnn
+    from zeroskip.sw.errors import FitError
+    for _ in range(50):
+        shape = (int(rng.integers(1, max_c + 1)), int(rng.integers(1, max_map + 1)),
+                 int(rng.integers(1, max_map + 1)))
+        convs = int(rng.integers(1, 3))
+        chans = [int(rng.integers(1, max_c + 1)) for _ in range(convs)]
+        dens = [float(rng.choice([1.0, 0.5, 0.25, 0.1, 0.05])) for _ in range(convs + 2)]
+        fc = [int(rng.integers(1, 40)) for _ in range(int(rng.integers(1, 3)))]
+        extreme = bool(rng.random() < 0.15)
+        qm = random_cnn(rng, shape, convs, chans, dens, fc=fc, extreme=extreme,
+                        last_requant=bool(rng.random() < 0.3),
+                        zero_in_channels=int(rng.integers(0, 2)))
+        try:
+            pm = pack_model(qm, params)
+        except FitError:
+            continue
+        ad = float(rng.choice([1.0, 0.5, 0.2, 0.05, 0.0]))
+        x = conv_inputs(rng, n_in, shape, ad, extreme=extreme,
+                        zero_channels=int(rng.integers(0, 2)))
+        from zeroskip.sim.verilated import Case
+        geo = " ".join(f"{q.geom.in_shape}k{q.geom.kernel}s{q.geom.stride}p{q.geom.padding}"
+                       f"pool{q.geom.pool}" for q in qm.layers)
+        return Case(pm, x, run_model(pm, x).numpy(), idle=idle, backpressure=bp,
+                    skip_zero_acts=bool(rng.random() < 0.85), name=f"{name} {geo} a{ad}")
+    raise AssertionError("no random CNN fits")
+
+
+@pytest.mark.parametrize("config", CONV_CONFIGS)
+def test_random_cnns(config, seed):
+    """A few broad random CNNs (kernels 1..5, strides 1..2, padding, pooling 2..3, channel
+    counts that are not multiples of the PEs, weight densities 1.0..0.05, activation
+    densities 1.0..0, all-zero channels, extreme codes) under idle cycles and back-pressure:
+    every output element equals the reference."""
+    params = CONV_CONFIGS[config]
+    rng = np.random.default_rng(seed + 10)
+    cases = [_random_cnn_case(rng, params, f"cnn {k}", *STRESS[k % 2]) for k in range(4)]
+    _run(params, cases, seed, "accel")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", CONV_CONFIGS)
+def test_random_cnns_slow(config, seed):
+    """More and larger random CNNs (maps up to 28x28, up to 64 channels)."""
+    params = replace(CONV_CONFIGS[config], act_depth=8192, ptr_depth=4096, row_depth=512,
+                     entry_depth=1 << 16)
+    rng = np.random.default_rng(seed + 20)
+    cases = [_random_cnn_case(rng, params, f"cnn {k}", *STRESS[k % 2], max_map=28, max_c=64,
+                              n_in=1) for k in range(12)]
+    _run(params, cases, seed, "accel")
+
+
+def _lenet5(rng, density):
+    """LeNet-5 (Caffe): conv 20 5x5, pool 2; conv 50 5x5, pool 2; FC 500; FC 10."""
+    from zeroskip.sim.conv_cases import conv_layer
+    from zeroskip.sw.geometry import Geometry
+    from zeroskip.sw.quant import QModel
+    g1 = Geometry("conv", (1, 28, 28), (5, 5), pool=(2, 2))
+    g2 = Geometry("conv", (20, 12, 12), (5, 5), pool=(2, 2))
+    g3 = Geometry.fc(800, in_shape=(50, 4, 4))
+    g4 = Geometry.fc(500)
+    return QModel([conv_layer(rng, 20, g1, max(density, 0.3)),
+                   conv_layer(rng, 50, g2, density), conv_layer(rng, 500, g3, density),
+                   conv_layer(rng, 10, g4, max(density, 0.2), requant=False)], 1.0)
+
+
+LENET_PARAMS = HwParams(entry_depth=1 << 16, ptr_depth=2048, row_depth=256, act_depth=8192,
+                        max_layers=4)
+
+
+@pytest.mark.slow
+def test_lenet5_shaped(seed):
+    """A LeNet-5-shaped network at weight density 0.1 on 8 PEs, random images."""
+    from zeroskip.sim.conv_cases import conv_inputs
+    from zeroskip.sim.verilated import Case
+    rng = np.random.default_rng(seed + 30)
+    pm = pack_model(_lenet5(rng, 0.1), LENET_PARAMS)
+    x = conv_inputs(rng, 2, (1, 28, 28), 0.3)
+    _run(LENET_PARAMS, [Case(pm, x, run_model(pm, x).numpy(), idle=0.1, backpressure=0.2,
+                             name="lenet5")], seed, "accel")

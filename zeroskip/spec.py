@@ -49,6 +49,10 @@ __all__ = [
     "CFG_LAYERS", "CFG_FLAGS", "CFG_FLAGS_WORD", "FLAG_SKIP_ZERO_ACTS",
     "DESC_FIELD_BITS", "DESC_FIELDS", "DESC_IN", "DESC_OUT", "DESC_PTR_BASE", "DESC_ROW_BASE",
     "DESC_FLAGS", "DESC_FLAGS_WORD", "LDESC_REQUANT", "desc_addr_layout", "desc_addr",
+    "DESC_CH", "DESC_G_LAST", "DESC_KW_LAST", "DESC_KH_LAST", "DESC_MAP_H", "DESC_MAP_W",
+    "DESC_A_KX", "DESC_A_KY", "DESC_A_WX", "DESC_A_WY", "DESC_A_PX", "DESC_A_PY", "DESC_A_ORG",
+    "DESC_C_STRIDE", "DESC_C_PSTRIDE", "DESC_C_ORG", "DESC_WIN_LAST", "DESC_PW_LAST",
+    "DESC_PH_LAST", "DESC_G_OUT", "DESC_HW_LAST", "DESC_GEOMETRY",
     # counters
     "COUNTER_NAMES", "PE_COUNTER_NAMES", "LINK_PE_COUNTER_NAMES",
     # host link v1
@@ -302,9 +306,25 @@ CFG_FLAGS = 1   # MEM_CFG address: CFG_FLAGS_WORD
 CFG_FLAGS_WORD = data.StructLayout({"skip_zero_acts": unsigned(1)})
 FLAG_SKIP_ZERO_ACTS = CFG_FLAGS_WORD.const({"skip_zero_acts": 1}).as_bits()
 
-DESC_FIELD_BITS = 3
-DESC_FIELDS = 1 << DESC_FIELD_BITS   # descriptor words per layer (5 used)
+DESC_FIELD_BITS = 5
+DESC_FIELDS = 1 << DESC_FIELD_BITS   # descriptor words per layer (26 used)
+# the layer's vector sizes, stream bases and flags
 DESC_IN, DESC_OUT, DESC_PTR_BASE, DESC_ROW_BASE, DESC_FLAGS = range(5)
+# the geometry (docs/hardware.md, "Layer descriptors"), every product computed by the load
+# image (sw/image.py:geometry_fields) so that the address generator only adds; signed values
+# are two's complement words, addresses modulo the bank size
+(DESC_CH, DESC_G_LAST, DESC_KW_LAST, DESC_KH_LAST, DESC_MAP_H, DESC_MAP_W,
+ DESC_A_KX, DESC_A_KY, DESC_A_WX, DESC_A_WY, DESC_A_PX, DESC_A_PY, DESC_A_ORG,
+ DESC_C_STRIDE, DESC_C_PSTRIDE, DESC_C_ORG, DESC_WIN_LAST, DESC_PW_LAST, DESC_PH_LAST,
+ DESC_G_OUT, DESC_HW_LAST) = range(5, 26)
+#: the geometry fields by name (``hw/scanner.py:geometry_layout`` uses the same names)
+DESC_GEOMETRY = {"ch": DESC_CH, "g_last": DESC_G_LAST, "kw_last": DESC_KW_LAST,
+                 "kh_last": DESC_KH_LAST, "map_h": DESC_MAP_H, "map_w": DESC_MAP_W,
+                 "a_kx": DESC_A_KX, "a_ky": DESC_A_KY, "a_wx": DESC_A_WX, "a_wy": DESC_A_WY,
+                 "a_px": DESC_A_PX, "a_py": DESC_A_PY, "a_org": DESC_A_ORG,
+                 "c_stride": DESC_C_STRIDE, "c_pstride": DESC_C_PSTRIDE, "c_org": DESC_C_ORG,
+                 "win_last": DESC_WIN_LAST, "pw_last": DESC_PW_LAST, "ph_last": DESC_PH_LAST,
+                 "g_out": DESC_G_OUT}
 #: The descriptor's flags word (``DESC_FLAGS``): requantize the layer's outputs to uint8.
 DESC_FLAGS_WORD = data.StructLayout({"requant": unsigned(1)})
 LDESC_REQUANT = DESC_FLAGS_WORD.const({"requant": 1}).as_bits()
