@@ -8,8 +8,6 @@ cycles on the inputs and random back-pressure on the results. Two array configur
 
 from __future__ import annotations
 
-import os
-import random
 from dataclasses import replace
 from pathlib import Path
 
