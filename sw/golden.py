@@ -215,7 +215,7 @@ def _lenet5() -> Golden:
     from .random_models import CnnSpec, ConvSpec, FCSpec
 
     params = HwParams(pes=4, index_bits=3, entry_depth=4096, ptr_depth=1024, row_depth=128,
-                      act_depth=1024, max_layers=5, fifo_depth=8)
+                      act_depth=4096, max_layers=5, fifo_depth=8)
     spec = CnnSpec((1, 28, 28), (ConvSpec(6, 5, 1, 2, (2, 2)), ConvSpec(16, 5, 1, 0, (2, 2)),
                                  FCSpec(120), FCSpec(84), FCSpec(10)))
     return _cnn("lenet5_classic", 13, spec, [0.5, 0.15, 0.06, 0.15, 0.3], params,

@@ -52,7 +52,7 @@ from zeroskip.spec import (
 from zeroskip.sw import image as sw_image
 from zeroskip.sw import pack as sw_pack
 from zeroskip.sw import params as sw_params
-from zeroskip.sw.image import encode_commands, layer_bases, load_commands
+from zeroskip.sw.image import encode_commands, layer_bases, layer_descriptor, load_commands
 from zeroskip.sw.pack import pack_layer, pack_model
 from zeroskip.sw.ref import run_model
 
@@ -136,9 +136,13 @@ def test_load_image_decodes_through_the_rtl_layouts():
                 a = decode(dlay, addr)
                 if a["layer"] == li:
                     desc[a["field"]] = value
-        assert desc == {DESC_IN: pl.q.in_features, DESC_OUT: pl.q.out_features,
-                        DESC_PTR_BASE: bases[li][0], DESC_ROW_BASE: bases[li][1],
-                        DESC_FLAGS: desc[DESC_FLAGS]}
+        # the FC fields, as the accelerator reads them; then the geometry fields (all of them
+        # derived by sw/image.py, which the conv tests check against the RTL)
+        assert {f: desc[f] for f in (DESC_IN, DESC_OUT, DESC_PTR_BASE, DESC_ROW_BASE)} == {
+            DESC_IN: pl.q.in_features, DESC_OUT: pl.q.out_features,
+            DESC_PTR_BASE: bases[li][0], DESC_ROW_BASE: bases[li][1]}
+        assert desc == {**layer_descriptor(pl.q, PARAMS), DESC_PTR_BASE: bases[li][0],
+                        DESC_ROW_BASE: bases[li][1]}
         assert decode(DESC_FLAGS_WORD, desc[DESC_FLAGS]) == {"requant": int(pl.q.requant)}
     entry_base = [0] * PARAMS.pes
     for li, pl in enumerate(pm.layers):

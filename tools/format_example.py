@@ -27,7 +27,7 @@ from zeroskip.sw.quant import QLayer, QModel
 from zeroskip.sw.ref import run_model
 
 PARAMS = HwParams(pes=2, index_bits=2, acc_width=24, mult_bits=16, shift_bits=5,
-                  entry_depth=64, ptr_depth=32, row_depth=8, act_depth=16, max_layers=2,
+                  entry_depth=64, ptr_depth=32, row_depth=8, act_depth=32, max_layers=2,
                   fifo_depth=4)
 
 #               column j = ky * 3 + kx (one input channel)
