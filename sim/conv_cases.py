@@ -12,6 +12,7 @@ import numpy as np
 
 from ..sw.geometry import Geometry
 from ..sw.quant import QLayer, QModel
+from ..sw.random_models import bias_and_requant
 
 __all__ = ["conv_layer", "random_geometry", "random_cnn", "conv_inputs"]
 
@@ -33,18 +34,7 @@ def conv_layer(rng: np.random.Generator, out_c: int, geom: Geometry, density: fl
     if zero_in_channels:
         for ch in rng.choice(c, size=min(c, zero_in_channels), replace=False):
             w[:, ch * kh * kw:(ch + 1) * kh * kw] = 0
-    headroom = (1 << 31) - 1 - int(np.abs(w).sum(axis=1).max(initial=0)) * 255
-    blim = max(1, min(headroom, 1 << 30 if extreme else 1 << 15))
-    bias = rng.integers(-blim, blim, size=out_c)
-    if requant:
-        typ = max(1.0, float(np.sqrt(n * max(density, 1e-3))) * 127 * 100)
-        shift = np.clip(np.round(np.log2(typ) + 8 + rng.integers(-2, 3, size=out_c)), 1, 63)
-        mult = rng.integers(1 << 15, 1 << 16, size=out_c)
-        if extreme:
-            shift = rng.choice(np.array([1, 2, 31, 47, 48, 49, 63]), size=out_c)
-            mult = rng.choice(np.array([1, 2, (1 << 16) - 1]), size=out_c)
-    else:
-        shift = mult = np.zeros(out_c)
+    bias, mult, shift = bias_and_requant(rng, w, density, requant, extreme, 1 << 15)
     return QLayer(w.astype(np.int8), bias.astype(np.int32), mult.astype(np.uint16),
                   shift.astype(np.uint8), requant, geometry=geom)
 

@@ -25,9 +25,31 @@ from ..spec import HwParams
 from .geometry import Geometry
 from .quant import QLayer, QModel, fit_requant
 
-__all__ = ["random_layer", "random_model", "random_inputs", "fitted_layer", "ConvSpec", "FCSpec",
-           "CnnSpec", "random_cnn", "tie_rows"]
+__all__ = ["random_layer", "bias_and_requant", "random_model", "random_inputs", "fitted_layer",
+           "ConvSpec", "FCSpec", "CnnSpec", "random_cnn", "tie_rows"]
 
+
+
+def bias_and_requant(rng: np.random.Generator, w: np.ndarray, density: float, requant: bool,
+                     extreme: bool, bias_limit: int = 1 << 16):
+    """Random ``(bias, mult, shift)`` for the weight matrix ``w`` (O, I): the bias keeps the
+    worst-case accumulator inside int32 (the packer checks it); a requantized layer's shifts
+    put typical outputs inside 0..255 (with some clamping both ways), ``extreme`` picks the
+    corner values of ``mult`` and ``shift``."""
+    out_f, in_f = w.shape
+    headroom = (1 << 31) - 1 - int(np.abs(w).sum(axis=1).max(initial=0)) * 255
+    blim = max(1, min(headroom, 1 << 30 if extreme else bias_limit))
+    bias = rng.integers(-blim, blim, size=out_f)
+    if requant:
+        typ = max(1.0, float(np.sqrt(in_f * max(density, 1e-3))) * 127 * 100)
+        shift = np.clip(np.round(np.log2(typ) + 8 + rng.integers(-2, 3, size=out_f)), 1, 63)
+        mult = rng.integers(1 << 15, 1 << 16, size=out_f)
+        if extreme:
+            shift = rng.choice(np.array([1, 2, 31, 47, 48, 49, 63]), size=out_f)
+            mult = rng.choice(np.array([1, 2, (1 << 16) - 1]), size=out_f)
+    else:
+        shift = mult = np.zeros(out_f)
+    return bias, mult, shift
 
 def random_layer(rng: np.random.Generator, out_f: int, in_f: int, density: float,
                  requant: bool = True, extreme: bool = False, zero_rows: int = 0,
@@ -45,20 +67,7 @@ def random_layer(rng: np.random.Generator, out_f: int, in_f: int, density: float
         w[rng.choice(out_f, size=min(zero_rows, out_f), replace=False), :] = 0
     if zero_cols:
         w[:, rng.choice(in_f, size=min(zero_cols, in_f), replace=False)] = 0
-    # keep the worst-case accumulator inside int32 (the packer checks it)
-    headroom = (1 << 31) - 1 - int(np.abs(w).sum(axis=1).max(initial=0)) * 255
-    blim = max(1, min(headroom, 1 << 30 if extreme else 1 << 16))
-    bias = rng.integers(-blim, blim, size=out_f)
-    if requant:
-        # scale so typical outputs land inside 0..255 (plus some clamping both ways)
-        typ = max(1.0, float(np.sqrt(in_f * max(density, 1e-3))) * 127 * 100)
-        shift = np.clip(np.round(np.log2(typ) + 8 + rng.integers(-2, 3, size=out_f)), 1, 63)
-        mult = rng.integers(1 << 15, 1 << 16, size=out_f)
-        if extreme:
-            shift = rng.choice(np.array([1, 2, 31, 47, 48, 49, 63]), size=out_f)
-            mult = rng.choice(np.array([1, 2, (1 << 16) - 1]), size=out_f)
-    else:
-        shift = mult = np.zeros(out_f)
+    bias, mult, shift = bias_and_requant(rng, w, density, requant, extreme)
     return QLayer(w.astype(np.int8), bias.astype(np.int32), mult.astype(np.uint16),
                   shift.astype(np.uint8), requant, geometry=geometry)
 
