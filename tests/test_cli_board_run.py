@@ -159,3 +159,22 @@ def test_run_labels_out_compare_dense(models, capsys, sim_seed):
     assert f"cycles per inference: mean {sparse:.1f}," in text
     assert f"{dense:.1f} cycles per inference; speedup {dense / sparse:.2f}x" in text
     assert dense > sparse
+
+
+def test_run_takes_a_cnns_input_map(tmp_path, capsys):
+    """``run`` reads a CNN's input as its whole map (C*H*W values), not the first layer's weight
+    columns (C*KH*KW): inputs of the map's size reach the label check, others are refused."""
+    from pathlib import Path
+    golden = Path(__file__).parent / "golden" / "cnn_pad_stride.zsk"
+    pm = read_model(golden)
+    q = pm.layers[0].q
+    assert q.in_size != q.in_features
+    np.save(tmp_path / "y.npy", np.zeros(1, dtype=np.int64))
+    for n, msg in ((q.in_size, "1 labels for 2 inputs"), (q.in_features, "features")):
+        np.save(tmp_path / "x.npy", np.zeros((2, n), dtype=np.uint8))
+        capsys.readouterr()
+        assert main(["run", str(golden), str(tmp_path / "x.npy"), "--labels",
+                     str(tmp_path / "y.npy")]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("zeroskip: error: ") and msg in err, err
+        assert "simulating" not in err and "compiling" not in err

@@ -459,7 +459,7 @@ def cmd_run(args) -> int:
     from zeroskip.sw.pack import FitError, pack_model, read_model
     from zeroskip.sw.ref import run_model
     pm = read_model(args.file)
-    x = _read_inputs(args.input, pm.layers[0].q.in_features, args.float, pm.input_scale)
+    x = _read_inputs(args.input, pm.layers[0].q.in_size, args.float, pm.input_scale)
     labels = None if args.labels is None else _read_labels(args.labels, len(x))
     if args.out is not None:
         out_dir = Path(args.out).parent
