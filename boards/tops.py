@@ -1,9 +1,9 @@
-"""Board tops: the accelerator behind a UART host link.
+"""Board tops: the accelerator behind a UART host link (protocol version 2).
 
-    UART rx pin ─► UARTRx ─► HostLink ─► load / act_in ─► Accelerator
-    UART tx pin ◄─ UARTTx ◄─ HostLink ◄─ result, counters ◄──┘
+    UART rx pin ─► UARTRx ─► HostLink ─► load / act_in ─► Accelerator (reset by the link:
+    UART tx pin ◄─ UARTTx ◄─ HostLink ◄─ result, counters ◄──┘        RESET, watchdog)
 
-LED 0 shows ``busy``; LED 1 latches a UART framing error or overrun (until reset). The tops run
+LED 0 shows ``busy``; LED 1 latches a UART framing error, overrun or watchdog (until reset). The tops run
 in ``sync``, which :func:`zeroskip.boards.build.build_board` makes with the board's PLL; they
 never request the board clock. The link protocol is described in :mod:`zeroskip.hw.link` and
 ``docs/boards.md``.
@@ -15,11 +15,11 @@ that fits and meets timing, see ``docs/boards.md``); :func:`make_top` is what
 
 from __future__ import annotations
 
-from amaranth.hdl import Elaboratable, Module, Signal
+from amaranth.hdl import Elaboratable, Module, ResetInserter, Signal
 from amaranth.lib import io
 
 from ..hw.accel import Accelerator
-from ..hw.link import HostLink, connect_accelerator
+from ..hw.link import BOARD_IDS, HostLink, connect_accelerator
 from ..hw.uart import UARTRx, UARTTx, uart_divisor
 from ..spec import HwParams
 from .platforms import get_board
@@ -63,6 +63,11 @@ class AcceleratorTop(Elaboratable):
         UART baud rate (8N1).
     counter_width : int
         Width of the performance counters (8..32).
+    board : str
+        The board name INFO reports (a key of :data:`~zeroskip.hw.link.BOARD_IDS`' values).
+    divisor : int or None
+        UART clock divisor; default ``uart_divisor(clk_hz, baud)``. Simulation passes a small
+        one (the frame timeout follows it), so the UART RTL runs at a few cycles per bit.
 
     Attributes
     ----------
@@ -77,12 +82,18 @@ class AcceleratorTop(Elaboratable):
     """
 
     def __init__(self, params: HwParams, *, clk_hz: float, baud: int = DEFAULT_BAUD,
-                 counter_width: int = 32):
+                 counter_width: int = 32, board: str = "generic", divisor: int | None = None):
         self.params = params
         self.baud = baud
-        self.divisor = uart_divisor(clk_hz, baud)
+        self.divisor = uart_divisor(clk_hz, baud) if divisor is None else divisor
+        ids = {v: k for k, v in BOARD_IDS.items()}
+        if board not in ids:
+            raise ValueError(f"board must be one of {sorted(ids)}, not {board!r}")
         self.accel = Accelerator(params, counter_width=counter_width)
-        self.link = HostLink(params, counter_width=counter_width)
+        # a frame whose bytes stop for 200 bit times is dropped (17 ms at 115200 baud)
+        self.link = HostLink(params, counter_width=counter_width, board_id=ids[board],
+                             clk_hz=int(clk_hz), divisor=self.divisor,
+                             frame_timeout=200 * self.divisor)
         self.uart_rx = UARTRx(divisor=self.divisor)
         self.uart_tx = UARTTx(divisor=self.divisor)
         self.rx = Signal(init=1)
@@ -92,7 +103,7 @@ class AcceleratorTop(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.accel = self.accel
+        m.submodules.accel = ResetInserter(self.link.accel_rst)(self.accel)
         m.submodules.link = self.link
         m.submodules.uart_rx = self.uart_rx
         m.submodules.uart_tx = self.uart_tx
@@ -108,7 +119,7 @@ class AcceleratorTop(Elaboratable):
             self.tx.eq(self.uart_tx.tx),
             self.led_busy.eq(self.accel.busy),
         ]
-        with m.If(self.uart_rx.framing_error | self.uart_rx.overrun):
+        with m.If(self.uart_rx.framing_error | self.uart_rx.overrun | self.link.watchdog):
             m.d.sync += self.led_error.eq(1)
 
         if platform is not None:
@@ -123,7 +134,8 @@ class AcceleratorTop(Elaboratable):
 
 
 def make_top(board: str, *, params: HwParams | None = None, baud: int = DEFAULT_BAUD,
-             counter_width: int | None = None) -> tuple[AcceleratorTop, dict]:
+             counter_width: int | None = None,
+             divisor: int | None = None) -> tuple[AcceleratorTop, dict]:
     """The top for ``board`` and its info (``pes``, ``params``, ``baud``, ...) for report.json.
 
     ``params``/``counter_width`` default to :data:`BOARD_PARAMS` / :data:`BOARD_COUNTER_WIDTH`.
@@ -132,9 +144,11 @@ def make_top(board: str, *, params: HwParams | None = None, baud: int = DEFAULT_
     params = params or BOARD_PARAMS[spec.name]
     counter_width = counter_width or BOARD_COUNTER_WIDTH[spec.name]
     clk_hz = spec.pll()["out_mhz"] * 1e6
-    top = AcceleratorTop(params, clk_hz=clk_hz, baud=baud, counter_width=counter_width)
+    top = AcceleratorTop(params, clk_hz=clk_hz, baud=baud, counter_width=counter_width,
+                         board=spec.name, divisor=divisor)
     info = {
-        "top": "AcceleratorTop (UART HostLink + Accelerator)",
+        "top": "AcceleratorTop (UART HostLink v2 + Accelerator)",
+        "protocol": 2,
         "pes": params.pes,
         "params": params.as_dict(),
         "counter_width": counter_width,

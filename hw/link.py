@@ -1,79 +1,147 @@
-"""The host link: a byte protocol between a host (over a UART) and the :class:`Accelerator`.
+"""The host link, protocol version 2: CRC-checked frames between a host and the accelerator.
 
-Host to board (``host_in``), one command per leading byte::
+Every frame, in both directions (``docs/boards.md`` has the full specification)::
 
-    'L' (0x4C) + 8 bytes   one ``load`` word, little-endian (bits above the layout are ignored)
-    'A' (0x41) + 1 byte    one ``act_in`` transfer (a uint8 activation code)
-    'C' (0x43)             send the counters back
-    anything else          ignored (one byte), so a host can resynchronize with a run of 0x00
+    0xA5  type  seq  len_lo len_hi  payload (len bytes)  crc0 crc1 crc2 crc3
 
-Board to host (``host_out``), in units of 4-byte little-endian words that are never interleaved:
+``crc`` is the CRC-32 of zlib / IEEE 802.3 (reflected polynomial 0xEDB88320, initial value and
+final XOR 0xFFFFFFFF), over ``type, seq, len_lo, len_hi, payload``, sent least significant byte
+first. The board checks every frame and answers each with one frame carrying the same ``seq``:
+an acknowledgement (``type | 0x80``, with a payload for INFO, COUNTERS and INFER) or an
+:data:`T_ERROR` frame (payload: error code, the command's type).
 
-    each ``result``        the int32 value (two's complement)
-    after 'C'              cycles, useful_macs, entries, skipped_acts, pe_busy[0..pes-1]
-                           (``4 + pes`` words, counters zero-extended to 32 bits)
+Commands: :data:`T_INFO` (what the board is), :data:`T_LOAD` (load words, 8 bytes each),
+:data:`T_COMMIT` (the host's CRC-32 of the load words since the last RESET/COMMIT and the
+watchdog bound; inference is refused until a COMMIT matched), :data:`T_INFER` (an input vector;
+answered by the RESULT frame), :data:`T_COUNTERS`, :data:`T_RESET`.
 
-Each counter word is latched when its first byte goes out; send ``'C'`` after the run's last
-result (the accelerator is then idle and the counters hold still) for a consistent snapshot.
-Every interface is a valid/ready stream; a stalled accelerator stalls ``host_in`` (the UART
-receiver then drops bytes, so a host must not send more than the link can buffer: one command
-while the accelerator is not ready, see ``docs/boards.md``), a stalled ``host_out`` stalls the
-results.
-
-The command bytes, the word sizes, the counter order and the host side of the protocol
-(``encode_load``, ``encode_acts``, ``decode_words``, ``decode_counters``) are the contract's
-(:mod:`zeroskip.spec`); this module re-exports them.
+Board side: :class:`HostLink` receives frames byte by byte into one of two payload buffers (so
+the next input arrives while the current one runs), checks them, executes them in order and
+frames the responses. It also holds the watchdog (cycles the accelerator takes, against the
+bound of the COMMIT) and resets the accelerator (``accel_rst``) on RESET or on expiry.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Signal, signed
-from amaranth.lib import stream, wiring
+import struct
+import zlib
+from dataclasses import fields
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..spec import (
+    CFG_LAYERS,
     COUNTER_NAMES,
-    LINK_CMD_ACT,
-    LINK_CMD_COUNTERS,
-    LINK_CMD_LOAD,
-    LINK_LOAD_BYTES,
-    LINK_PE_COUNTER_NAMES,
-    LINK_WORD_BYTES,
+    DESC_IN,
+    DESC_OUT,
+    MEM_CFG,
+    MEM_DESC,
     HwParams,
-    decode_counters,
-    decode_words,
-    encode_acts,
-    encode_load,
-    link_counter_words,
+    desc_addr_layout,
     load_layout,
 )
+from ..sw.pack import VERSION as FORMAT_VERSION
 
-__all__ = ["HostLink", "connect_accelerator", "CMD_LOAD", "CMD_ACT", "CMD_COUNTERS",
-           "COUNTER_NAMES", "encode_load", "encode_acts", "decode_words", "decode_counters"]
+__all__ = [
+    "HostLink", "connect_accelerator", "COUNTER_NAMES", "PROTOCOL_VERSION", "BITSTREAM_VERSION",
+    "SYNC", "T_INFO", "T_LOAD", "T_COMMIT", "T_INFER", "T_COUNTERS", "T_RESET", "T_ERROR",
+    "RESPONSE", "ERRORS", "E_BAD_CRC", "E_BAD_LENGTH", "E_UNKNOWN_TYPE", "E_NOT_LOADED",
+    "E_BUSY", "E_CHECKSUM", "E_WATCHDOG", "E_BAD_MODEL", "BOARD_IDS", "LOAD_BYTES",
+    "encode_frame", "FrameParser", "info_payload", "decode_info", "max_payload",
+]
 
-# the protocol's bytes and words are the contract's (zeroskip/spec.py); these names stay for
-# existing imports
-CMD_LOAD = LINK_CMD_LOAD
-CMD_ACT = LINK_CMD_ACT
-CMD_COUNTERS = LINK_CMD_COUNTERS
-LOAD_BYTES = LINK_LOAD_BYTES
-WORD_BYTES = LINK_WORD_BYTES
+PROTOCOL_VERSION = 2
+#: Bumped when the board top changes in a way a host can see.
+BITSTREAM_VERSION = 1
+SYNC = 0xA5
+T_INFO, T_LOAD, T_COMMIT, T_INFER, T_COUNTERS, T_RESET = 1, 2, 3, 4, 5, 6
+#: A successful response's type is the command's type | RESPONSE.
+RESPONSE = 0x80
+T_ERROR = 0xFF
+E_BAD_CRC, E_BAD_LENGTH, E_UNKNOWN_TYPE, E_NOT_LOADED = 1, 2, 3, 4
+E_BUSY, E_CHECKSUM, E_WATCHDOG, E_BAD_MODEL = 5, 6, 7, 8
+ERRORS = {
+    E_BAD_CRC: "bad CRC",
+    E_BAD_LENGTH: "bad length",
+    E_UNKNOWN_TYPE: "unknown type",
+    E_NOT_LOADED: "no verified model loaded",
+    E_BUSY: "busy (both input buffers full)",
+    E_CHECKSUM: "model checksum mismatch",
+    E_WATCHDOG: "watchdog: the run exceeded the model's cycle bound",
+    E_BAD_MODEL: "the loaded descriptors are out of range",
+}
+BOARD_IDS = {0: "generic", 1: "icebreaker", 2: "ulx3s"}
+LOAD_BYTES = 8
+HEADER_BYTES = 5
+CRC_BYTES = 4
+_INFO_HEAD = struct.Struct("<BBBBBBHII")
+_CRC_POLY = 0xEDB88320
+
+
+def max_payload(params: HwParams) -> int:
+    """Largest payload the board takes (one input buffer): ``act_depth`` bytes, at least 64."""
+    return max(params.act_depth, 64)
+
+
+def info_payload(params: HwParams, *, board_id: int, counter_width: int, clk_hz: int,
+                 divisor: int) -> bytes:
+    """The INFO response's payload (see ``docs/boards.md``)."""
+    values = [getattr(params, f.name) for f in fields(HwParams)]
+    head = _INFO_HEAD.pack(PROTOCOL_VERSION, FORMAT_VERSION, board_id, BITSTREAM_VERSION,
+                           counter_width, len(values), max_payload(params), int(clk_hz), divisor)
+    return head + struct.pack(f"<{len(values)}I", *values)
+
+
+def decode_info(payload: bytes) -> dict:
+    """The fields of an INFO payload; ``params`` is a :class:`HwParams`. ``ValueError`` if it
+    is malformed."""
+    if len(payload) < _INFO_HEAD.size:
+        raise ValueError(f"INFO payload of {len(payload)} bytes is too short")
+    (proto, fmt, board, bits, cw, n, maxp, clk, div) = _INFO_HEAD.unpack_from(payload)
+    names = [f.name for f in fields(HwParams)]
+    if len(payload) != _INFO_HEAD.size + 4 * n or n != len(names):
+        raise ValueError(f"INFO payload has {n} parameter fields, this host knows {len(names)}")
+    values = struct.unpack_from(f"<{n}I", payload, _INFO_HEAD.size)
+    return {"protocol": proto, "format_version": fmt, "board_id": board,
+            "board": BOARD_IDS.get(board, f"unknown({board})"), "bitstream_version": bits,
+            "counter_width": cw, "max_payload": maxp, "clk_hz": clk, "uart_divisor": div,
+            "params": HwParams(**dict(zip(names, values)))}
+
+
+def _crc32_byte(crc, byte):
+    """One byte of the reflected CRC-32 (no final XOR), as an Amaranth expression."""
+    c = crc ^ byte
+    for _ in range(8):
+        c = (c >> 1) ^ Mux(c[0], _CRC_POLY, 0)
+    return c[:32]
 
 
 class HostLink(wiring.Component):
-    """Byte protocol to and from the accelerator (see the module docstring).
+    """Frames to and from the accelerator (see the module docstring and ``docs/boards.md``).
 
     Parameters
     ----------
-    params : :class:`~zeroskip.spec.HwParams`
-        The accelerator's parameters (for the ``load`` layout and the PE count).
+    params : :class:`~zeroskip.sw.params.HwParams`
+        The accelerator's parameters (load layout, PE count, buffer size, INFO).
     counter_width : int
         Width of the accelerator's counters, 1..32.
+    board_id : int
+        Reported by INFO (:data:`BOARD_IDS`).
+    clk_hz : int
+        The clock frequency INFO reports.
+    divisor : int
+        The UART divisor INFO reports.
+    frame_timeout : int
+        Cycles without a byte after which a partly received frame is dropped (at least 16).
 
     Members
     -------
     host_in : ``In(stream.Signature(8))``
-        Bytes from the host (a UART receiver).
+        Bytes from the host (a UART receiver); taken every cycle but one per frame, so a
+        UART with a one-byte buffer never overruns.
     host_out : ``Out(stream.Signature(8))``
         Bytes to the host (a UART transmitter).
     load : ``Out(stream.Signature(load_layout(params)))``
@@ -82,23 +150,31 @@ class HostLink(wiring.Component):
     cycles, useful_macs, entries, skipped_acts : ``In(counter_width)``
     pe_busy : ``In(counter_width).array(pes)``
         The accelerator's ports of the same names.
+    accel_rst : ``Out(1)``
+        Resets the accelerator (one cycle, on RESET or when the watchdog expires).
+    watchdog : ``Out(1)``
+        Pulses when the watchdog expires.
 
     Raises
     ------
     TypeError
         If ``params`` is not a ``HwParams``.
     ValueError
-        If ``counter_width`` is not in 1..32 or the load layout is wider than 64 bits.
+        If another parameter is out of range or the load layout is wider than 64 bits.
     """
 
-    def __init__(self, params: HwParams, *, counter_width: int = 32):
+    def __init__(self, params: HwParams, *, counter_width: int = 32, board_id: int = 0,
+                 clk_hz: int = 0, divisor: int = 0, frame_timeout: int = 1 << 16):
         try:
-            self._check(params, counter_width)
+            self._check(params, counter_width, board_id, frame_timeout)
         except (TypeError, ValueError):
             self._MustUse__silence = True  # not built: no "created but never used" warning
             raise
         self._params = params
         self._counter_width = counter_width
+        self._info = info_payload(params, board_id=board_id, counter_width=counter_width,
+                                  clk_hz=int(clk_hz), divisor=int(divisor))
+        self._frame_timeout = frame_timeout
         super().__init__({
             "host_in": In(stream.Signature(8)),
             "host_out": Out(stream.Signature(8)),
@@ -106,19 +182,24 @@ class HostLink(wiring.Component):
             "act_in": Out(stream.Signature(8)),
             "result": In(stream.Signature(signed(32))),
             **{name: In(counter_width) for name in COUNTER_NAMES},
-            **{name: In(counter_width).array(params.pes) for name in LINK_PE_COUNTER_NAMES},
+            "pe_busy": In(counter_width).array(params.pes),
+            "accel_rst": Out(1),
+            "watchdog": Out(1),
         })
 
     @staticmethod
-    def _check(params, counter_width):
+    def _check(params, counter_width, board_id, frame_timeout):
         if not isinstance(params, HwParams):
             raise TypeError(f"params must be HwParams, not {params!r}")
         if not isinstance(counter_width, int) or not 1 <= counter_width <= 32:
             raise ValueError(f"counter_width must be an integer in 1..32, not {counter_width!r}")
-        layout = load_layout(params)
-        if layout.size > 8 * LOAD_BYTES:
-            raise ValueError(f"load words of {layout.size} bits do not fit the link's "
-                             f"{8 * LOAD_BYTES}-bit 'L' command")
+        if board_id not in BOARD_IDS:
+            raise ValueError(f"board_id must be one of {sorted(BOARD_IDS)}, not {board_id!r}")
+        if not isinstance(frame_timeout, int) or frame_timeout < 16:
+            raise ValueError(f"frame_timeout must be an integer >= 16, not {frame_timeout!r}")
+        if load_layout(params).size > 8 * LOAD_BYTES:
+            raise ValueError(f"load words of {load_layout(params).size} bits do not fit the "
+                             f"link's {8 * LOAD_BYTES}-byte load words")
 
     @property
     def params(self) -> HwParams:
@@ -129,88 +210,460 @@ class HostLink(wiring.Component):
         return self._counter_width
 
     @property
-    def counter_words(self) -> int:
-        """Words (of 4 bytes) that one ``'C'`` sends back."""
-        return link_counter_words(self._params.pes)
+    def info(self) -> bytes:
+        """The INFO payload this link answers with."""
+        return self._info
 
     def elaborate(self, platform):
         m = Module()
+        p = self._params
         size = self.load.payload.shape().size
+        MP = max_payload(p)
+        mp_bits = (MP - 1).bit_length()
+        lbits = p.layer_bits
+        abits = p.act_addr_bits
+        n_counter_words = len(COUNTER_NAMES) + p.pes
 
-        # ---- host -> accelerator
-        word = Signal(8 * LOAD_BYTES)
-        count = Signal(range(LOAD_BYTES))
-        act = Signal(8)
-        dump_req = Signal()
-        dump_ack = Signal()
-        take = Signal()
+        soft_rst = Signal()       # RESET command: accelerator, executor, transmitter
+        wd_fire = Signal()
+        m.d.comb += [self.accel_rst.eq(soft_rst | wd_fire), self.watchdog.eq(wd_fire)]
+        resettable = []           # executor / transmitter registers cleared by soft_rst
+
+        def reg(*args, **kwargs):
+            s = Signal(*args, **kwargs)
+            resettable.append(s)
+            return s
+
+        m.submodules.buf = buf = Memory(shape=8, depth=2 * (1 << mp_bits), init=[])
+        wp = buf.write_port()
+        rp = buf.read_port()
+
+        # ---- state shared by the parser and the executor
+        full = Signal(2)                   # payload buffer k holds a checked frame
+        btype = Array([Signal(8, name=f"btype{k}") for k in range(2)])
+        bseq = Array([Signal(8, name=f"bseq{k}") for k in range(2)])
+        blen = Array([Signal(range(MP + 1), name=f"blen{k}") for k in range(2)])
+        wr = Signal()                      # buffer the parser fills next
+        rd = reg()                         # buffer the executor runs next
+        free_rd = Signal()                 # executor: buffer rd done
+        verified = Signal()
+        # last state-changing command accepted (LOAD, COMMIT, RESET): replays are answered
+        # from here and not executed again
+        last_valid = Signal()
+        last_type = Signal(8)
+        last_seq = Signal(8)
+        last_done = Signal()
+        last_code = Signal(8)
+        model_crc = Signal(32, init=0xFFFFFFFF)
+        snoop_layers = Signal(lbits + 1)
+        snoop_in = Signal(abits)
+        snoop_out = Array([Signal(abits, name=f"snoop_out{k}") for k in range(p.max_layers)])
+        in_f = Signal(abits)
+        out_f = Signal(abits)
+        wd_bound = Signal(32)
+
+        # response slot: parser -> transmitter (kinds below)
+        K_ACK, K_ERROR, K_INFO, K_COUNTERS, K_RESULT = range(5)
+        slot_valid = Signal()
+        slot_kind = Signal(3)
+        slot_type = Signal(8)
+        slot_seq = Signal(8)
+        slot_code = Signal(8)
+        slot_take = Signal()
+
+        def respond(kind, typ, seq, code=0):
+            with m.If(~slot_valid | slot_take):     # else dropped: the host times out
+                m.d.sync += [slot_valid.eq(1), slot_kind.eq(kind), slot_type.eq(typ),
+                             slot_seq.eq(seq), slot_code.eq(code)]
+
+        with m.If(slot_take):
+            m.d.sync += slot_valid.eq(0)
+
+        # ---- frame receiver
         byte = self.host_in.payload
-        m.d.comb += [take.eq(self.host_in.valid & self.host_in.ready),
-                     self.load.payload.eq(word[:size]),
-                     self.act_in.payload.eq(act)]
-        with m.FSM(name="rx_fsm"):
-            with m.State("CMD"):
+        take = Signal()
+        m.d.comb += take.eq(self.host_in.valid & self.host_in.ready)
+        r_type = Signal(8)
+        r_seq = Signal(8)
+        r_len = Signal(16)
+        r_idx = Signal(range(MP + 1))
+        r_crc = Signal(32, init=0xFFFFFFFF)
+        r_got = Signal(32)                 # the frame's CRC bytes
+        r_k = Signal(2)
+        r_drop = Signal()                  # no free buffer: payload not stored (BUSY)
+        r_buf = Signal()
+        idle = Signal(range(self._frame_timeout + 1))
+        timed_out = Signal()
+        m.d.comb += timed_out.eq(idle == self._frame_timeout)
+
+        has_payload = Signal()
+        m.d.comb += has_payload.eq((r_type == T_LOAD) | (r_type == T_COMMIT)
+                                   | (r_type == T_INFER))
+        len_ok = Signal()
+        with m.Switch(r_type):
+            with m.Case(T_INFO, T_COUNTERS, T_RESET):
+                m.d.comb += len_ok.eq(r_len == 0)
+            with m.Case(T_LOAD):
+                m.d.comb += len_ok.eq((r_len[:3] == 0) & (r_len != 0) & (r_len <= MP))
+            with m.Case(T_COMMIT):
+                m.d.comb += len_ok.eq(r_len == 8)
+            with m.Case(T_INFER):
+                m.d.comb += len_ok.eq((r_len != 0) & (r_len <= MP))
+        known = Signal()
+        m.d.comb += known.eq(has_payload | (r_type == T_INFO) | (r_type == T_COUNTERS)
+                             | (r_type == T_RESET))
+        m.d.comb += [wp.addr.eq(Cat(r_idx[:mp_bits], r_buf)), wp.data.eq(byte)]
+
+        # idle counts the cycles since the frame's last byte (not in HUNT)
+        with m.If(take):
+            m.d.sync += idle.eq(0)
+        with m.Elif(~timed_out):
+            m.d.sync += idle.eq(idle + 1)
+
+        def timeout():
+            with m.If(timed_out):
+                m.next = "HUNT"
+
+        with m.FSM(name="rx"):
+            with m.State("HUNT"):
+                m.d.comb += self.host_in.ready.eq(1)
+                m.d.sync += idle.eq(0)
+                m.d.sync += [r_crc.eq(0xFFFFFFFF), r_idx.eq(0), r_k.eq(0)]
+                with m.If(take & (byte == SYNC)):
+                    m.next = "TYPE"
+            with m.State("TYPE"):
                 m.d.comb += self.host_in.ready.eq(1)
                 with m.If(take):
-                    with m.Switch(byte):
-                        with m.Case(CMD_LOAD):
-                            m.d.sync += count.eq(0)
-                            m.next = "LOAD"
-                        with m.Case(CMD_ACT):
-                            m.next = "ACT"
-                        with m.Case(CMD_COUNTERS):
-                            m.next = "COUNTERS"
-            with m.State("LOAD"):
+                    m.d.sync += [r_type.eq(byte), r_crc.eq(_crc32_byte(r_crc, byte))]
+                    m.next = "SEQ"
+                timeout()
+            with m.State("SEQ"):
                 m.d.comb += self.host_in.ready.eq(1)
                 with m.If(take):
-                    m.d.sync += [word.eq(Cat(word[8:], byte)), count.eq(count + 1)]
-                    with m.If(count == LOAD_BYTES - 1):
-                        m.next = "LOAD_SEND"
-            with m.State("LOAD_SEND"):
+                    m.d.sync += [r_seq.eq(byte), r_crc.eq(_crc32_byte(r_crc, byte))]
+                    m.next = "LEN0"
+                timeout()
+            with m.State("LEN0"):
+                m.d.comb += self.host_in.ready.eq(1)
+                with m.If(take):
+                    m.d.sync += [r_len[:8].eq(byte), r_crc.eq(_crc32_byte(r_crc, byte))]
+                    m.next = "LEN1"
+                timeout()
+            with m.State("LEN1"):
+                m.d.comb += self.host_in.ready.eq(1)
+                with m.If(take):
+                    m.d.sync += [r_len[8:].eq(byte), r_crc.eq(_crc32_byte(r_crc, byte))]
+                    m.next = "CHECK"
+                timeout()
+            with m.State("CHECK"):
+                m.d.sync += [r_buf.eq(wr), r_drop.eq(full.bit_select(wr, 1))]
+                with m.If(~known):
+                    respond(K_ERROR, r_type, r_seq, E_UNKNOWN_TYPE)
+                    m.next = "HUNT"
+                with m.Elif(~len_ok):
+                    respond(K_ERROR, r_type, r_seq, E_BAD_LENGTH)
+                    m.next = "HUNT"
+                with m.Elif(r_len == 0):
+                    m.next = "CRC"
+                with m.Else():
+                    m.next = "PAYLOAD"
+            with m.State("PAYLOAD"):
+                m.d.comb += self.host_in.ready.eq(1)
+                with m.If(take):
+                    m.d.comb += wp.en.eq(~r_drop)
+                    m.d.sync += [r_idx.eq(r_idx + 1), r_crc.eq(_crc32_byte(r_crc, byte))]
+                    with m.If(r_idx + 1 == r_len):
+                        m.next = "CRC"
+                timeout()
+            with m.State("CRC"):
+                m.d.comb += self.host_in.ready.eq(1)
+                with m.If(take):
+                    m.d.sync += [r_got.eq(Cat(r_got[8:], byte)), r_k.eq(r_k + 1)]
+                    with m.If(r_k == 3):
+                        m.next = "DISPATCH"
+                timeout()
+            with m.State("DISPATCH"):
+                replay = Signal()
+                m.d.comb += replay.eq(last_valid & (last_type == r_type) & (last_seq == r_seq))
+                with m.If(r_got != ~r_crc):
+                    respond(K_ERROR, r_type, r_seq, E_BAD_CRC)
+                with m.Elif(r_type == T_INFO):
+                    respond(K_INFO, r_type, r_seq)
+                with m.Elif(r_type == T_COUNTERS):
+                    respond(K_COUNTERS, r_type, r_seq)
+                with m.Elif(r_type == T_RESET):
+                    m.d.comb += soft_rst.eq(1)    # state cleared at the end
+                    respond(K_ACK, r_type, r_seq)
+                with m.Elif(replay & (r_type != T_INFER)):
+                    with m.If(last_done):
+                        respond(Mux(last_code == 0, K_ACK, K_ERROR), r_type, r_seq, last_code)
+                with m.Elif(r_drop):
+                    respond(K_ERROR, r_type, r_seq, E_BUSY)
+                with m.Else():
+                    m.d.sync += [full.bit_select(wr, 1).eq(1), wr.eq(~wr),
+                                 btype[wr].eq(r_type), bseq[wr].eq(r_seq), blen[wr].eq(r_len)]
+                    with m.If(r_type != T_INFER):
+                        m.d.sync += [last_valid.eq(1), last_type.eq(r_type), last_seq.eq(r_seq),
+                                     last_done.eq(0)]
+                m.next = "HUNT"
+
+        # ---- executor: runs the checked frames in order
+        X_IDLE, X_LOAD, X_LSEND, X_COMMIT, X_CCHECK, X_INFER, X_WAIT, X_RESP, X_DONE = range(9)
+        xs = reg(range(9))
+        x_idx = reg(range(MP + 1))
+        x_idx_next = Signal.like(x_idx)
+        rd_next = Signal()
+        word = reg(64)
+        x_type = Signal(8)
+        x_seq = Signal(8)
+        x_len = Signal.like(blen[0])
+        m.d.comb += [x_type.eq(btype[rd]), x_seq.eq(bseq[rd]), x_len.eq(blen[rd]),
+                     x_idx_next.eq(x_idx), rd_next.eq(rd)]
+        m.d.sync += [x_idx.eq(x_idx_next), rd.eq(rd_next)]
+        # the read port's data is always buf[rd][x_idx] (its address is the next index)
+        m.d.comb += rp.addr.eq(Cat(x_idx_next[:mp_bits], rd_next))
+        bdata = rp.data
+        # request to the transmitter
+        xr_valid = reg()
+        xr_kind = Signal(3)
+        xr_code = Signal(8)
+        xr_type = Signal(8)
+        xr_seq = Signal(8)
+        xr_take = Signal()
+        res_taken = Signal(abits + 1)      # results the transmitter has taken
+        res_complete = Signal()            # the RESULT frame's last byte went out
+        x_hold = reg()                     # the executor still holds buffer rd
+        tx_abort = reg()
+        wd_count = reg(32)
+        with m.If(xr_take):
+            m.d.sync += xr_valid.eq(0)
+
+        def x_respond(kind, code=0, *, record=True):
+            m.d.sync += [xr_valid.eq(1), xr_kind.eq(kind), xr_code.eq(code), xr_type.eq(x_type),
+                         xr_seq.eq(x_seq), xs.eq(X_RESP)]
+            if record:
+                with m.If(last_valid & (last_type == x_type) & (last_seq == x_seq)):
+                    m.d.sync += [last_done.eq(1), last_code.eq(code)]
+
+        m.d.comb += self.load.payload.eq(word[:size])
+        m.d.comb += self.act_in.payload.eq(bdata)
+        ld = self.load.payload
+        dlay = desc_addr_layout(p)
+        ld_desc = data.View(dlay, ld.addr[:dlay.size])
+        sane = Signal()
+        out_last = Signal(abits)
+        m.d.comb += [
+            out_last.eq(snoop_out[(snoop_layers - 1)[:lbits]]),
+            sane.eq((snoop_layers != 0) & (snoop_layers <= p.max_layers) & (snoop_in != 0)
+                    & (snoop_in <= p.act_depth) & (out_last != 0) & (out_last <= p.act_depth)),
+        ]
+        with m.Switch(xs):
+            with m.Case(X_IDLE):
+                with m.If(full.bit_select(rd, 1)):
+                    m.d.comb += x_idx_next.eq(0)
+                    m.d.sync += [wd_count.eq(0), x_hold.eq(1)]
+                    with m.Switch(x_type):
+                        with m.Case(T_LOAD):
+                            m.d.sync += [xs.eq(X_LOAD), verified.eq(0)]
+                        with m.Case(T_COMMIT):
+                            m.d.sync += xs.eq(X_COMMIT)
+                        with m.Default():
+                            with m.If(~verified):
+                                x_respond(K_ERROR, E_NOT_LOADED, record=False)
+                            with m.Elif(x_len != in_f):
+                                x_respond(K_ERROR, E_BAD_LENGTH, record=False)
+                            with m.Else():
+                                m.d.sync += [xs.eq(X_INFER), xr_valid.eq(1),
+                                             xr_kind.eq(K_RESULT), xr_type.eq(x_type),
+                                             xr_seq.eq(x_seq), res_taken.eq(0),
+                                             res_complete.eq(0)]
+            with m.Case(X_LOAD):
+                m.d.comb += x_idx_next.eq(x_idx + 1)
+                m.d.sync += [word.eq(Cat(word[8:], bdata)),
+                             model_crc.eq(_crc32_byte(model_crc, bdata))]
+                with m.If(x_idx[:3] == 7):
+                    m.d.sync += xs.eq(X_LSEND)
+            with m.Case(X_LSEND):
                 m.d.comb += self.load.valid.eq(1)
                 with m.If(self.load.ready):
-                    m.next = "CMD"
-            with m.State("ACT"):
-                m.d.comb += self.host_in.ready.eq(1)
-                with m.If(take):
-                    m.d.sync += act.eq(byte)
-                    m.next = "ACT_SEND"
-            with m.State("ACT_SEND"):
+                    # the link keeps what the accelerator's descriptors will say
+                    with m.If(ld.mem == MEM_CFG):
+                        with m.If(ld.addr == CFG_LAYERS):
+                            m.d.sync += snoop_layers.eq(ld.data)
+                    with m.If(ld.mem == MEM_DESC):
+                        # the descriptor address as the accelerator decodes it
+                        with m.If((ld_desc.field == DESC_IN) & (ld_desc.layer == 0)):
+                            m.d.sync += snoop_in.eq(ld.data)
+                        with m.If((ld_desc.field == DESC_OUT) & (ld_desc.layer < p.max_layers)):
+                            m.d.sync += snoop_out[ld_desc.layer].eq(ld.data)
+                    with m.If(x_idx == x_len):
+                        x_respond(K_ACK)
+                    with m.Else():
+                        m.d.sync += xs.eq(X_LOAD)
+            with m.Case(X_COMMIT):
+                m.d.comb += x_idx_next.eq(x_idx + 1)
+                m.d.sync += word.eq(Cat(word[8:], bdata))
+                with m.If(x_idx == 7):
+                    m.d.sync += xs.eq(X_CCHECK)
+            with m.Case(X_CCHECK):
+                m.d.sync += model_crc.eq(0xFFFFFFFF)
+                with m.If(word[:32] != ~model_crc):
+                    x_respond(K_ERROR, E_CHECKSUM)
+                with m.Elif(~sane):
+                    x_respond(K_ERROR, E_BAD_MODEL)
+                with m.Else():
+                    m.d.sync += [verified.eq(1), in_f.eq(snoop_in), out_f.eq(out_last),
+                                 wd_bound.eq(word[32:])]
+                    x_respond(K_ACK)
+            with m.Case(X_INFER):
                 m.d.comb += self.act_in.valid.eq(1)
                 with m.If(self.act_in.ready):
-                    m.next = "CMD"
-            with m.State("COUNTERS"):
-                m.d.comb += dump_req.eq(1)
-                with m.If(dump_ack):
-                    m.next = "CMD"
+                    m.d.comb += x_idx_next.eq(x_idx + 1)
+                    with m.If(x_idx + 1 == x_len):
+                        # the input is in the accelerator: the buffer is free again
+                        m.d.comb += [free_rd.eq(1), rd_next.eq(~rd)]
+                        m.d.sync += xs.eq(X_WAIT)
+                with m.Else():
+                    m.d.sync += wd_count.eq(wd_count + 1)
+            with m.Case(X_WAIT):
+                with m.If(res_complete):
+                    m.d.sync += xs.eq(X_IDLE)
+                with m.Elif(~self.result.valid & (res_taken != out_f)):
+                    m.d.sync += wd_count.eq(wd_count + 1)
+            with m.Case(X_RESP):
+                with m.If(~xr_valid):
+                    m.d.sync += xs.eq(X_DONE)
+            with m.Case(X_DONE):
+                with m.If(x_hold):
+                    m.d.comb += [free_rd.eq(1), rd_next.eq(~rd)]
+                m.d.sync += xs.eq(X_IDLE)
+        # watchdog: cycles the accelerator made the link wait, against the model's bound
+        with m.If(((xs == X_INFER) | (xs == X_WAIT)) & (wd_count > wd_bound)):
+            m.d.comb += wd_fire.eq(1)
+            m.d.sync += [verified.eq(0), xr_valid.eq(1), xr_kind.eq(K_ERROR),
+                         xr_code.eq(E_WATCHDOG), xr_type.eq(T_INFER),
+                         xr_seq.eq(Mux(xs == X_INFER, x_seq, xr_seq)), xs.eq(X_RESP)]
+            with m.If(xs == X_INFER):
+                m.d.comb += [free_rd.eq(1), rd_next.eq(~rd)]
+        with m.If(free_rd):
+            m.d.sync += [full.bit_select(rd, 1).eq(0), x_hold.eq(0)]
 
-        # ---- accelerator -> host: 4-byte words, results or a counter dump
-        shreg = Signal(8 * WORD_BYTES)
-        left = Signal(range(WORD_BYTES + 1))  # bytes of shreg still to send
-        dumping = Signal()
-        index = Signal(range(self.counter_words))
-        words = Array([*(getattr(self, n) for n in COUNTER_NAMES),
-                       *(c for n in LINK_PE_COUNTER_NAMES for c in getattr(self, n))])
-        m.d.comb += [self.host_out.valid.eq(left != 0), self.host_out.payload.eq(shreg[:8])]
-        with m.If(left != 0):
-            with m.If(self.host_out.ready):
-                m.d.sync += [shreg.eq(shreg >> 8), left.eq(left - 1)]
-        with m.Elif(dumping):
-            m.d.sync += [shreg.eq(words[index]), left.eq(4), index.eq(index + 1)]
-            with m.If(index == self.counter_words - 1):
-                m.d.sync += [dumping.eq(0), index.eq(0)]
-        with m.Elif(dump_req):
-            m.d.comb += dump_ack.eq(1)
-            m.d.sync += [dumping.eq(1), index.eq(0)]
-        with m.Else():
-            m.d.comb += self.result.ready.eq(1)
-            with m.If(self.result.valid):
-                m.d.sync += [shreg.eq(self.result.payload), left.eq(WORD_BYTES)]
+        # ---- transmitter: one frame at a time, the slot first
+        T_IDLE, T_HDR, T_PAY, T_CRC = range(4)
+        ts = reg(range(4))
+        tk = reg(16)                       # byte index within the phase
+        t_kind = reg(3)
+        t_type = reg(8)
+        t_seq = reg(8)
+        t_len = reg(16)
+        t_code = reg(8)
+        t_cmd = reg(8)                     # the command an ERROR frame names
+        t_crc = reg(32, init=0xFFFFFFFF)
+        t_result = reg()                   # the frame is a RESULT frame
+        t_abort = reg()
+        wsr = reg(32)                      # word shift register (counters, results)
+        wleft = reg(range(5))
+        widx = reg(range(max(n_counter_words, 2)))
+        tbyte = Signal(8)
+        tvalid = Signal()
+        counter_words = Array([*(getattr(self, n) for n in COUNTER_NAMES), *self.pe_busy])
+        info = Array([Const(b, 8) for b in self._info])
+        lengths = Array([Const(v, 16) for v in (0, 2, len(self._info), 4 * n_counter_words, 0)])
+        with m.Switch(ts):
+            with m.Case(T_IDLE):
+                with m.If(slot_valid):
+                    m.d.comb += slot_take.eq(1)
+                    m.d.sync += [t_kind.eq(slot_kind), t_type.eq(Mux(slot_kind == K_ERROR,
+                                 T_ERROR, slot_type | RESPONSE)), t_seq.eq(slot_seq),
+                                 t_code.eq(slot_code), t_len.eq(lengths[slot_kind]),
+                                 t_cmd.eq(slot_type), t_result.eq(0)]
+                with m.Elif(xr_valid):
+                    m.d.comb += xr_take.eq(1)
+                    m.d.sync += [t_kind.eq(xr_kind), t_type.eq(Mux(xr_kind == K_ERROR, T_ERROR,
+                                 xr_type | RESPONSE)), t_seq.eq(xr_seq), t_code.eq(xr_code),
+                                 t_len.eq(Mux(xr_kind == K_RESULT, out_f << 2,
+                                              lengths[xr_kind])),
+                                 t_cmd.eq(xr_type), t_result.eq(xr_kind == K_RESULT)]
+                with m.If(slot_valid | xr_valid):
+                    m.d.sync += [ts.eq(T_HDR), tk.eq(0), t_crc.eq(0xFFFFFFFF), wleft.eq(0),
+                                 widx.eq(0), t_abort.eq(0)]
+            with m.Case(T_HDR):
+                m.d.comb += tvalid.eq(1)
+                with m.Switch(tk[:3]):
+                    with m.Case(0):
+                        m.d.comb += tbyte.eq(SYNC)
+                    with m.Case(1):
+                        m.d.comb += tbyte.eq(t_type)
+                    with m.Case(2):
+                        m.d.comb += tbyte.eq(t_seq)
+                    with m.Case(3):
+                        m.d.comb += tbyte.eq(t_len[:8])
+                    with m.Default():
+                        m.d.comb += tbyte.eq(t_len[8:])
+            with m.Case(T_PAY):
+                with m.Switch(t_kind):
+                    with m.Case(K_ERROR):
+                        m.d.comb += [tvalid.eq(1), tbyte.eq(Mux(tk[0], t_cmd, t_code))]
+                    with m.Case(K_INFO):
+                        m.d.comb += [tvalid.eq(1), tbyte.eq(info[tk[:max(1, (len(
+                            self._info) - 1).bit_length())]])]
+                    with m.Default():
+                        m.d.comb += [tvalid.eq(wleft != 0), tbyte.eq(wsr[:8])]
+                        with m.If(wleft == 0):
+                            with m.If(t_kind == K_COUNTERS):
+                                m.d.sync += [wsr.eq(counter_words[widx]), wleft.eq(4),
+                                             widx.eq(widx + 1)]
+                            with m.Elif(t_abort | tx_abort):
+                                m.d.sync += [wsr.eq(0), wleft.eq(4), t_abort.eq(1)]
+                            with m.Else():
+                                m.d.comb += self.result.ready.eq(1)
+                                with m.If(self.result.valid):
+                                    m.d.sync += [wsr.eq(self.result.payload), wleft.eq(4),
+                                                 res_taken.eq(res_taken + 1)]
+            with m.Case(T_CRC):
+                m.d.comb += tvalid.eq(1)
+                # an aborted RESULT frame ends with the complement of its CRC: always bad
+                crc_out = Signal(32)
+                m.d.comb += crc_out.eq(Mux(t_abort, t_crc, ~t_crc))
+                m.d.comb += tbyte.eq(crc_out.word_select(tk[:2], 8))
+        m.d.comb += [self.host_out.valid.eq(tvalid), self.host_out.payload.eq(tbyte)]
+        with m.If(self.host_out.valid & self.host_out.ready):
+            m.d.sync += tk.eq(tk + 1)
+            with m.If(ts != T_CRC):
+                m.d.sync += t_crc.eq(_crc32_byte(t_crc, tbyte))
+            with m.If(ts == T_HDR):
+                with m.If(tk == 0):
+                    m.d.sync += t_crc.eq(0xFFFFFFFF)    # the sync byte is not covered
+                with m.If(tk == HEADER_BYTES - 1):
+                    m.d.sync += [tk.eq(0), ts.eq(Mux(t_len == 0, T_CRC, T_PAY))]
+            with m.If(ts == T_PAY):
+                m.d.sync += [wsr.eq(wsr >> 8), wleft.eq(wleft - 1)]
+                with m.If(tk + 1 == t_len):
+                    m.d.sync += [tk.eq(0), ts.eq(T_CRC)]
+            with m.If(ts == T_CRC):
+                with m.If(tk == CRC_BYTES - 1):
+                    m.d.sync += ts.eq(T_IDLE)
+                    with m.If(t_result):
+                        m.d.sync += res_complete.eq(1)
+        # a watchdog during a RESULT frame pads it (with a bad CRC)
+        with m.If(wd_fire):
+            m.d.sync += tx_abort.eq(1)
+        with m.If((ts == T_IDLE) & ~slot_valid & xr_valid):
+            m.d.sync += tx_abort.eq(0)
+
+        with m.If(soft_rst):
+            # last, so that it wins over anything the executor did in the same cycle
+            m.d.sync += [s.eq(s.init) for s in resettable]
+            m.d.sync += [res_taken.eq(0), res_complete.eq(0), full.eq(0), wr.eq(0),
+                         verified.eq(0), model_crc.eq(0xFFFFFFFF), last_valid.eq(1),
+                         last_type.eq(r_type), last_seq.eq(r_seq), last_done.eq(1),
+                         last_code.eq(0), snoop_layers.eq(0), snoop_in.eq(0)]
         return m
 
 
 def connect_accelerator(m: Module, link: HostLink, accel) -> None:
-    """Wire ``link`` to an :class:`~zeroskip.hw.accel.Accelerator` (streams and counters)."""
+    """Wire ``link`` to an :class:`~zeroskip.hw.accel.Accelerator` (streams and counters; the
+    caller puts the accelerator under a reset of ``link.accel_rst``)."""
     if link.params != accel.params or link.counter_width != accel.counter_width:
         raise ValueError("HostLink and Accelerator were built with different parameters")
     wiring.connect(m, link.load, accel.load)
@@ -218,10 +671,64 @@ def connect_accelerator(m: Module, link: HostLink, accel) -> None:
     wiring.connect(m, accel.result, link.result)
     for name in COUNTER_NAMES:
         m.d.comb += getattr(link, name).eq(getattr(accel, name))
-    for name in LINK_PE_COUNTER_NAMES:
-        for i in range(link.params.pes):
-            m.d.comb += getattr(link, name)[i].eq(getattr(accel, name)[i])
+    for i in range(link.params.pes):
+        m.d.comb += link.pe_busy[i].eq(accel.pe_busy[i])
 
 
-# The host side (pure Python) of the protocol, encode_load, encode_acts, decode_words and
-# decode_counters, lives in zeroskip/spec.py with the command bytes (imported above).
+# ---- host side (pure Python): frames
+
+
+def encode_frame(typ: int, seq: int, payload: bytes = b"") -> bytes:
+    """One frame: sync, type, seq, length, payload, CRC-32 (LE)."""
+    if not 0 <= typ <= 255 or not 0 <= seq <= 255:
+        raise ValueError(f"type {typ} and seq {seq} must be bytes")
+    if len(payload) > 0xFFFF:
+        raise ValueError(f"payload of {len(payload)} bytes does not fit the 16-bit length")
+    body = bytes([typ, seq]) + len(payload).to_bytes(2, "little") + bytes(payload)
+    return bytes([SYNC]) + body + zlib.crc32(body).to_bytes(4, "little")
+
+
+class FrameParser:
+    """Host-side frame receiver: :meth:`feed` bytes, get ``(type, seq, payload)`` tuples.
+
+    Bytes before a sync byte are skipped; a frame with a bad CRC (or a length above
+    ``max_len``) is dropped and counted in ``bad_frames``; after it the parser hunts again from
+    the byte after that frame's sync byte, so a false sync inside garbage costs nothing.
+    """
+
+    def __init__(self, max_len: int = 0xFFFF):
+        self.buf = bytearray()
+        self.max_len = max_len
+        self.bad_frames = 0
+        self.skipped = 0
+
+    def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
+        self.buf += data
+        out = []
+        while True:
+            k = self.buf.find(SYNC)
+            if k < 0:
+                self.skipped += len(self.buf)
+                self.buf.clear()
+                return out
+            if k:
+                self.skipped += k
+                del self.buf[:k]
+            if len(self.buf) < HEADER_BYTES:
+                return out
+            n = int.from_bytes(self.buf[3:5], "little")
+            if n > self.max_len:
+                self.bad_frames += 1
+                del self.buf[:1]
+                continue
+            end = HEADER_BYTES + n + CRC_BYTES
+            if len(self.buf) < end:
+                return out
+            body = bytes(self.buf[1:HEADER_BYTES + n])
+            crc = int.from_bytes(self.buf[HEADER_BYTES + n:end], "little")
+            if zlib.crc32(body) != crc:
+                self.bad_frames += 1
+                del self.buf[:1]
+                continue
+            out.append((body[0], body[1], body[4:]))
+            del self.buf[:end]
