@@ -1,0 +1,408 @@
+"""The host driver: talk to a zeroskip board (real or simulated) over a serial port.
+
+:class:`Board` is the one class a script or a notebook needs::
+
+    from zeroskip.host import Board
+    from zeroskip.sw.pack import read_model
+    with Board("/dev/ttyUSB1") as b:          # or Board("sim:icebreaker")
+        print(b.info()["board"], b.info()["params"])
+        b.load(read_model("digits.zsk"))
+        logits = b.infer(codes)               # (N, out_features) int32, in model order
+
+Both transports are pyserial ports: a real board's USB UART, or the pseudo-terminal of the
+simulated board (:class:`zeroskip.sim.board_sim.SimBoard`, started for ``sim:<board>``). The
+protocol (link version 2) is in ``docs/boards.md``. The driver retries a command on a timeout,
+a bad CRC or a transient error code (same sequence number, so a replay is harmless), reloads
+the model when the board says it has none (it was reset), and gives up after ``retries`` tries
+with a :class:`BoardError`.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+import zlib
+from dataclasses import fields
+
+import numpy as np
+
+from zeroskip.hw.link import (
+    COUNTER_NAMES,
+    E_BAD_CRC,
+    E_BAD_LENGTH,
+    E_BUSY,
+    E_CHECKSUM,
+    E_NOT_LOADED,
+    E_UNKNOWN_TYPE,
+    E_WATCHDOG,
+    ERRORS,
+    LOAD_BYTES,
+    PROTOCOL_VERSION,
+    RESPONSE,
+    T_COMMIT,
+    T_COUNTERS,
+    T_ERROR,
+    T_INFER,
+    T_INFO,
+    T_LOAD,
+    T_RESET,
+    FrameParser,
+    decode_info,
+    encode_frame,
+)
+from zeroskip.sw.errors import ZeroskipError
+from zeroskip.sw.image import encode_commands, load_commands
+from zeroskip.sw.pack import PackedModel
+from zeroskip.sw.params import HwParams
+
+__all__ = ["Board", "BoardError", "cycle_bound", "params_diff", "link_rates"]
+
+_NAMES = {T_INFO: "INFO", T_LOAD: "LOAD", T_COMMIT: "COMMIT", T_INFER: "INFER",
+          T_COUNTERS: "COUNTERS", T_RESET: "RESET"}
+#: error codes worth a retry (the frame was damaged on the way, or the board was full)
+_TRANSIENT = (E_BAD_CRC, E_BAD_LENGTH, E_UNKNOWN_TYPE, E_BUSY)
+#: load words per LOAD frame (at most the board's max_payload / 8)
+LOAD_CHUNK = 32
+
+
+class BoardError(ZeroskipError):
+    """The board refused a command, or did not answer after every retry."""
+
+    def __init__(self, msg: str, code: int | None = None):
+        super().__init__(msg)
+        self.code = code
+
+
+def params_diff(model: HwParams, board: HwParams) -> list[str]:
+    """``["pes: model 8, board 2", ...]``: the fields that stop a model packed for ``model``
+    from running on ``board`` (empty if :meth:`HwParams.packs_like` holds)."""
+    if model.packs_like(board):
+        return []
+    return [f"{f.name}: model {getattr(model, f.name)}, board {getattr(board, f.name)}"
+            for f in fields(HwParams) if f.name not in HwParams.HARDWARE_ONLY
+            and getattr(model, f.name) != getattr(board, f.name)]
+
+
+def cycle_bound(pm: PackedModel) -> int:
+    """The watchdog bound for ``pm``: cycles the accelerator may make the link wait in one run.
+
+    Per layer, every input broadcast once, every entry of the busiest PE issued once, every row
+    finalized and read out, with pipeline slack; doubled, plus a constant. A run of a
+    well-formed model stays far below it (its cycles are checked against it in the tests).
+    """
+    p = pm.params
+    total = 0
+    for pl in pm.layers:
+        busiest = max(len(e) for e in pl.entries)
+        rows = -(-pl.q.out_features // p.pes)
+        total += pl.q.in_features + busiest + rows + pl.q.out_features + 64
+    return 2 * total + 1024
+
+
+def link_rates(in_features: int, out_features: int, baud: float) -> dict:
+    """Inferences/s the serial line allows at ``baud`` (8N1: 10 bits a byte), each way."""
+    up = 9 + in_features          # INFER frame
+    down = 9 + 4 * out_features   # RESULT frame
+    return {"bytes_to_board": up, "bytes_from_board": down,
+            "inferences_per_s": baud / 10 / max(up, down)}
+
+
+class Board:
+    """A zeroskip board behind a serial port.
+
+    Parameters
+    ----------
+    port : str
+        A serial device (``/dev/ttyUSB1``, ``COM5``) or ``sim:icebreaker`` / ``sim:ulx3s``
+        (starts the simulated board).
+    baud : int
+        The board's UART rate (115200 for the bitstreams ``zeroskip board flash`` writes).
+    timeout : float or None
+        Seconds to wait for an answer before a retry (default 0.5 for a real port, 1.0 for
+        the simulated board); longer frames get more, by the link's byte rate.
+    retries : int
+        Tries per command (and per input) before :class:`BoardError`.
+    faults : zeroskip.sim.board_sim.Faults, optional
+        Faults the simulated board's bridge injects (``sim:`` only).
+    seed : int
+        Seed of those faults.
+
+    Attributes
+    ----------
+    stats : dict
+        ``sent`` frames, ``retries``, ``timeouts``, ``bad_frames`` (CRC or length wrong),
+        ``errors`` (error codes received, by name), ``reloads``, ``stale`` (answers to no
+        outstanding command).
+    """
+
+    def __init__(self, port: str, *, baud: int = 115200, timeout: float | None = None,
+                 retries: int = 10, faults=None, seed: int = 1):
+        import serial
+
+        self.port = port
+        self.sim = None
+        if port.startswith("sim:"):
+            from zeroskip.sim.board_sim import SimBoard
+
+            name = port[4:]
+            from zeroskip.boards.platforms import BOARDS
+
+            if name not in BOARDS:
+                raise BoardError(f"{port}: unknown simulated board; known: "
+                                 f"{', '.join('sim:' + b for b in BOARDS)}")
+            self.sim = SimBoard(name, faults=faults, seed=seed)
+            path = self.sim.port
+            timeout = 1.0 if timeout is None else timeout
+        else:
+            if faults is not None:
+                raise BoardError("faults can only be injected into a simulated board (sim:...)")
+            path = port
+            timeout = 0.5 if timeout is None else timeout
+        self.timeout = timeout
+        self.baud = baud
+        self.retries = retries
+        try:
+            self._ser = serial.Serial(path, baud, timeout=0)
+        except (serial.SerialException, OSError) as exc:
+            self.close()
+            raise BoardError(f"{port}: cannot open the serial port ({exc})") from None
+        self._parser = FrameParser()
+        self._seq = 0
+        self._info = None
+        self._model: PackedModel | None = None
+        self.stats = {"sent": 0, "retries": 0, "timeouts": 0, "bad_frames": 0, "errors": {},
+                      "reloads": 0, "stale": 0}
+
+    # ---- plumbing
+
+    def close(self) -> dict:
+        """Close the port (and stop a simulated board); returns the simulator's fault counts."""
+        ser = getattr(self, "_ser", None)
+        if ser is not None:
+            ser.close()
+            self._ser = None
+        return self.sim.close() if self.sim is not None else {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFF
+        return self._seq
+
+    def _send(self, typ: int, seq: int, payload: bytes = b"") -> None:
+        self._ser.write(encode_frame(typ, seq, payload))
+        self.stats["sent"] += 1
+
+    def _frames(self, deadline: float):
+        """Frames received until ``deadline`` (yields as they come; stops at the deadline)."""
+        while True:
+            bad = self._parser.bad_frames
+            data = self._ser.read(4096)
+            got = self._parser.feed(data) if data else []
+            self.stats["bad_frames"] += self._parser.bad_frames - bad
+            yield from got
+            if time.monotonic() >= deadline:
+                return
+            if not data:
+                time.sleep(0.0005)
+
+    def _wait_time(self, n_bytes: int) -> float:
+        return self.timeout + 20 * n_bytes / self.baud
+
+    def _error(self, code: int, what: str) -> BoardError:
+        return BoardError(f"{what}: the board answered '{ERRORS.get(code, f'error {code}')}'",
+                          code)
+
+    def _note_error(self, code: int) -> None:
+        name = ERRORS.get(code, str(code))
+        self.stats["errors"][name] = self.stats["errors"].get(name, 0) + 1
+
+    def _command(self, typ: int, payload: bytes = b"", answer_len: int = 0) -> bytes:
+        """Send one command and wait for its answer (retrying); its payload."""
+        seq = self._next_seq()
+        what = _NAMES[typ]
+        last = "no answer"
+        for attempt in range(self.retries):
+            if attempt:
+                self.stats["retries"] += 1
+            self._send(typ, seq, payload)
+            deadline = time.monotonic() + self._wait_time(len(payload) + answer_len + 18)
+            for rtype, rseq, rpay in self._frames(deadline):
+                if rseq != seq or rtype not in (typ | RESPONSE, T_ERROR):
+                    self.stats["stale"] += 1
+                    continue
+                if rtype == T_ERROR:
+                    code = rpay[0] if rpay else 0
+                    if len(rpay) != 2 or rpay[1] != typ:
+                        self.stats["stale"] += 1
+                        continue
+                    self._note_error(code)
+                    if code in _TRANSIENT:
+                        last = ERRORS[code]
+                        break
+                    raise self._error(code, what)
+                return rpay
+            else:
+                self.stats["timeouts"] += 1
+                last = "no answer"
+        raise BoardError(f"{what}: {last} after {self.retries} tries ({self.port})")
+
+    # ---- commands
+
+    def info(self, refresh: bool = False) -> dict:
+        """What the board is: ``board``, ``protocol``, ``bitstream_version``, ``params``
+        (:class:`HwParams`), ``clk_hz``, ``counter_width``, ``max_payload``, ..."""
+        if self._info is None or refresh:
+            pay = self._command(T_INFO, answer_len=80)
+            try:
+                info = decode_info(pay)
+            except ValueError as exc:
+                raise BoardError(f"INFO: {exc}") from None
+            if info["protocol"] != PROTOCOL_VERSION:
+                raise BoardError(f"the board speaks link protocol {info['protocol']}, this "
+                                 f"host {PROTOCOL_VERSION}: flash a current bitstream")
+            self._info = info
+        return self._info
+
+    def reset(self) -> None:
+        """RESET: the accelerator and the link restart; the model must be loaded again."""
+        self._command(T_RESET)
+        self._model = None
+
+    def counters(self) -> dict:
+        """The accelerator's counters of the last run (``cycles``, ``useful_macs``, ...,
+        ``pe_busy``)."""
+        pes = self.info()["params"].pes
+        pay = self._command(T_COUNTERS, answer_len=4 * (4 + pes))
+        words = struct.unpack(f"<{len(pay) // 4}I", pay)
+        if len(words) != len(COUNTER_NAMES) + pes:
+            raise BoardError(f"COUNTERS: {len(words)} words, expected {len(COUNTER_NAMES) + pes}")
+        out = dict(zip(COUNTER_NAMES, words))
+        out["pe_busy"] = list(words[len(COUNTER_NAMES):])
+        return out
+
+    def check_model(self, pm: PackedModel) -> None:
+        """:class:`BoardError` (one line naming the fields) if ``pm`` was packed for other
+        parameters than the board's."""
+        board = self.info()["params"]
+        diff = params_diff(pm.params, board)
+        if diff:
+            raise BoardError(f"the model was packed for other parameters than the "
+                             f"{self.info()['board']} board's: {'; '.join(diff)} "
+                             f"(repack it for the board)")
+
+    def load_words(self, words, bound: int) -> None:
+        """Load raw load words (as :func:`zeroskip.sw.image.encode_commands` makes them) and
+        COMMIT them with the watchdog ``bound``: RESET, LOAD frames, COMMIT. Tries the whole
+        load again (up to 3 times) if the board's checksum differs (it was reset meanwhile)."""
+        blob = b"".join(int(w).to_bytes(LOAD_BYTES, "little") for w in words)
+        chunk = LOAD_BYTES * min(LOAD_CHUNK, self.info()["max_payload"] // LOAD_BYTES)
+        for attempt in range(3):
+            self._command(T_RESET)
+            for k in range(0, len(blob), chunk):
+                self._command(T_LOAD, blob[k:k + chunk])
+            try:
+                self._command(T_COMMIT, struct.pack("<II", zlib.crc32(blob), bound))
+                return
+            except BoardError as exc:
+                if exc.code != E_CHECKSUM or attempt == 2:
+                    raise
+                self.stats["reloads"] += 1
+
+    def load(self, pm: PackedModel) -> None:
+        """Check that ``pm`` fits the board, load it and verify the board's checksum."""
+        self.check_model(pm)
+        self.load_words(encode_commands(pm.params, load_commands(pm)), cycle_bound(pm))
+        self._model = pm
+
+    def infer(self, x, progress=None, window: int = 2) -> np.ndarray:
+        """Run every row of ``x`` (uint8 codes, ``(N, in_features)``) through the loaded model;
+        the ``(N, out_features)`` int32 outputs in the model's row order.
+
+        Up to ``window`` inputs are in flight (the board buffers two), so the next input
+        arrives while the current one runs. ``progress(done, total)`` is called as results
+        come in.
+        """
+        pm = self._model
+        if pm is None:
+            raise BoardError("no model loaded: call load() first")
+        x = np.asarray(x)
+        if x.ndim != 2 or x.shape[1] != pm.layers[0].q.in_features:
+            raise BoardError(f"inputs must be (N, {pm.layers[0].q.in_features}) codes, "
+                             f"not {x.shape}")
+        if x.size and (x.min() < 0 or x.max() > 255):
+            raise BoardError("inputs must be uint8 codes (0..255)")
+        x = x.astype(np.uint8)
+        n, out_f = len(x), pm.layers[-1].q.out_features
+        results = np.zeros((n, out_f), dtype=np.int32)
+        done = np.zeros(n, dtype=bool)
+        pending: dict[int, list] = {}    # seq -> [index, tries, deadline]
+        nxt = 0
+        n_done = 0
+        wait = self._wait_time(len(x[0]) + 4 * out_f + 18)
+        reloads = 0
+
+        def send(seq, i):
+            self._send(T_INFER, seq, x[i].tobytes())
+
+        while n_done < n:
+            while len(pending) < window and nxt < n:
+                seq = self._next_seq()
+                send(seq, nxt)
+                pending[seq] = [nxt, 1, time.monotonic() + wait]
+                nxt += 1
+            deadline = min(v[2] for v in pending.values())
+            reload = False
+            for rtype, rseq, rpay in self._frames(deadline):
+                if rseq not in pending:
+                    self.stats["stale"] += 1
+                    continue
+                i = pending[rseq][0]
+                if rtype == T_INFER | RESPONSE and len(rpay) == 4 * out_f:
+                    results[i] = np.frombuffer(rpay, dtype="<i4")
+                    done[i] = True
+                    n_done += 1
+                    del pending[rseq]
+                    if progress:
+                        progress(n_done, n)
+                    break
+                if rtype == T_ERROR and len(rpay) == 2 and rpay[1] == T_INFER:
+                    code = rpay[0]
+                    self._note_error(code)
+                    if code == E_NOT_LOADED:
+                        reload = True
+                        break
+                    if code in _TRANSIENT:
+                        self._retry(pending, rseq, send, wait)
+                        break
+                    raise self._error(code, f"INFER of input {i}")
+                self.stats["stale"] += 1
+            else:
+                for seq in [s for s, v in pending.items() if v[2] <= time.monotonic()]:
+                    self.stats["timeouts"] += 1
+                    self._retry(pending, seq, send, wait)
+            if reload:
+                reloads += 1
+                if reloads > self.retries:
+                    raise BoardError(f"INFER: the board lost its model {reloads} times")
+                self.stats["reloads"] += 1
+                self.load_words(encode_commands(pm.params, load_commands(pm)), cycle_bound(pm))
+                now = time.monotonic()
+                for seq, v in pending.items():
+                    send(seq, v[0])
+                    v[2] = now + wait
+        return pm.from_hw_order(results)
+
+    def _retry(self, pending, seq, send, wait) -> None:
+        v = pending[seq]
+        if v[1] >= self.retries:
+            raise BoardError(f"INFER of input {v[0]}: no answer after {self.retries} tries "
+                             f"({self.port})")
+        v[1] += 1
+        self.stats["retries"] += 1
+        send(seq, v[0])
+        v[2] = time.monotonic() + wait
