@@ -3,10 +3,10 @@
     UART rx pin ─► UARTRx ─► HostLink ─► load / act_in ─► Accelerator (reset by the link:
     UART tx pin ◄─ UARTTx ◄─ HostLink ◄─ result, counters ◄──┘        RESET, watchdog)
 
-LED 0 shows ``busy``; LED 1 latches a UART framing error, overrun or watchdog (until reset). The tops run
-in ``sync``, which :func:`zeroskip.boards.build.build_board` makes with the board's PLL; they
-never request the board clock. The link protocol is described in :mod:`zeroskip.hw.link` and
-``docs/boards.md``.
+LED 0 shows ``busy``; LED 1 latches a UART framing error, overrun or watchdog (until reset).
+The tops run in ``sync``, which :func:`zeroskip.boards.build.build_board` makes with the
+board's PLL; they never request the board clock. The link protocol is described in
+:mod:`zeroskip.hw.link` and ``docs/boards.md``.
 
 :data:`BOARD_PARAMS` holds the accelerator parameters chosen per board (the largest PE count
 that fits and meets timing, see ``docs/boards.md``); :func:`make_top` is what

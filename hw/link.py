@@ -28,28 +28,26 @@ import zlib
 from dataclasses import fields
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..spec import (
+from ..sw.pack import VERSION as FORMAT_VERSION
+from ..sw.params import (
     CFG_LAYERS,
-    COUNTER_NAMES,
     DESC_IN,
     DESC_OUT,
     MEM_CFG,
     MEM_DESC,
     HwParams,
-    desc_addr_layout,
     load_layout,
 )
-from ..sw.pack import VERSION as FORMAT_VERSION
 
 __all__ = [
     "HostLink", "connect_accelerator", "COUNTER_NAMES", "PROTOCOL_VERSION", "BITSTREAM_VERSION",
     "SYNC", "T_INFO", "T_LOAD", "T_COMMIT", "T_INFER", "T_COUNTERS", "T_RESET", "T_ERROR",
     "RESPONSE", "ERRORS", "E_BAD_CRC", "E_BAD_LENGTH", "E_UNKNOWN_TYPE", "E_NOT_LOADED",
-    "E_BUSY", "E_CHECKSUM", "E_WATCHDOG", "E_BAD_MODEL", "BOARD_IDS", "LOAD_BYTES",
+    "E_BUSY", "E_CHECKSUM", "E_WATCHDOG", "E_BAD_MODEL", "E_TIMEOUT", "BOARD_IDS", "LOAD_BYTES",
     "encode_frame", "FrameParser", "info_payload", "decode_info", "max_payload",
 ]
 
@@ -62,7 +60,7 @@ T_INFO, T_LOAD, T_COMMIT, T_INFER, T_COUNTERS, T_RESET = 1, 2, 3, 4, 5, 6
 RESPONSE = 0x80
 T_ERROR = 0xFF
 E_BAD_CRC, E_BAD_LENGTH, E_UNKNOWN_TYPE, E_NOT_LOADED = 1, 2, 3, 4
-E_BUSY, E_CHECKSUM, E_WATCHDOG, E_BAD_MODEL = 5, 6, 7, 8
+E_BUSY, E_CHECKSUM, E_WATCHDOG, E_BAD_MODEL, E_TIMEOUT = 5, 6, 7, 8, 9
 ERRORS = {
     E_BAD_CRC: "bad CRC",
     E_BAD_LENGTH: "bad length",
@@ -72,11 +70,14 @@ ERRORS = {
     E_CHECKSUM: "model checksum mismatch",
     E_WATCHDOG: "watchdog: the run exceeded the model's cycle bound",
     E_BAD_MODEL: "the loaded descriptors are out of range",
+    E_TIMEOUT: "frame incomplete (the line went quiet in the middle of it)",
 }
 BOARD_IDS = {0: "generic", 1: "icebreaker", 2: "ulx3s"}
 LOAD_BYTES = 8
 HEADER_BYTES = 5
 CRC_BYTES = 4
+#: The scalar counters in the order COUNTERS sends them (then ``pe_busy`` per PE).
+COUNTER_NAMES = ("cycles", "useful_macs", "entries", "skipped_acts")
 _INFO_HEAD = struct.Struct("<BBBBBBHII")
 _CRC_POLY = 0xEDB88320
 
@@ -220,7 +221,7 @@ class HostLink(wiring.Component):
         size = self.load.payload.shape().size
         MP = max_payload(p)
         mp_bits = (MP - 1).bit_length()
-        lbits = p.layer_bits
+        lbits = max(1, (p.max_layers - 1).bit_length())
         abits = p.act_addr_bits
         n_counter_words = len(COUNTER_NAMES) + p.pes
 
@@ -320,8 +321,12 @@ class HostLink(wiring.Component):
         with m.Elif(~timed_out):
             m.d.sync += idle.eq(idle + 1)
 
-        def timeout():
+        def timeout(answer=True):
+            # a frame whose bytes stop: dropped, and answered once its seq is known (the host
+            # then retries at once instead of waiting for its own timeout)
             with m.If(timed_out):
+                if answer:
+                    respond(K_ERROR, r_type, r_seq, E_TIMEOUT)
                 m.next = "HUNT"
 
         with m.FSM(name="rx"):
@@ -336,13 +341,13 @@ class HostLink(wiring.Component):
                 with m.If(take):
                     m.d.sync += [r_type.eq(byte), r_crc.eq(_crc32_byte(r_crc, byte))]
                     m.next = "SEQ"
-                timeout()
+                timeout(answer=False)
             with m.State("SEQ"):
                 m.d.comb += self.host_in.ready.eq(1)
                 with m.If(take):
                     m.d.sync += [r_seq.eq(byte), r_crc.eq(_crc32_byte(r_crc, byte))]
                     m.next = "LEN0"
-                timeout()
+                timeout(answer=False)
             with m.State("LEN0"):
                 m.d.comb += self.host_in.ready.eq(1)
                 with m.If(take):
@@ -448,8 +453,6 @@ class HostLink(wiring.Component):
         m.d.comb += self.load.payload.eq(word[:size])
         m.d.comb += self.act_in.payload.eq(bdata)
         ld = self.load.payload
-        dlay = desc_addr_layout(p)
-        ld_desc = data.View(dlay, ld.addr[:dlay.size])
         sane = Signal()
         out_last = Signal(abits)
         m.d.comb += [
@@ -491,11 +494,10 @@ class HostLink(wiring.Component):
                         with m.If(ld.addr == CFG_LAYERS):
                             m.d.sync += snoop_layers.eq(ld.data)
                     with m.If(ld.mem == MEM_DESC):
-                        # the descriptor address as the accelerator decodes it
-                        with m.If((ld_desc.field == DESC_IN) & (ld_desc.layer == 0)):
+                        with m.If((ld.addr[:3] == DESC_IN) & (ld.addr[3:] == 0)):
                             m.d.sync += snoop_in.eq(ld.data)
-                        with m.If((ld_desc.field == DESC_OUT) & (ld_desc.layer < p.max_layers)):
-                            m.d.sync += snoop_out[ld_desc.layer].eq(ld.data)
+                        with m.If((ld.addr[:3] == DESC_OUT) & (ld.addr[3:] < p.max_layers)):
+                            m.d.sync += snoop_out[ld.addr[3:][:lbits]].eq(ld.data)
                     with m.If(x_idx == x_len):
                         x_respond(K_ACK)
                     with m.Else():

@@ -9,6 +9,8 @@
                                         (--labels, --out, --compare-dense; builds are cached
                                         in the user cache directory or $ZEROSKIP_SIM_BUILD)
     zeroskip compress ...               the compression toolkit (see ``zeroskip compress -h``)
+    zeroskip board ...                  flash a board, load a model, run inputs on it (or on the
+                                        simulated board: --port sim:icebreaker)
 
 Every user error prints one line ``zeroskip: error: ...`` and exits with status 1; a wrong
 command line exits with status 2 (argparse).
@@ -608,6 +610,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from zeroskip.commands.compress import add_subcommands
     add_subcommands(sub)
+    from zeroskip.board_cli import add_subcommands as add_board_subcommands
+    add_board_subcommands(sub)
     return ap
 
 

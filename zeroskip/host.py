@@ -22,6 +22,7 @@ from __future__ import annotations
 import struct
 import time
 import zlib
+from collections import deque
 from dataclasses import fields
 
 import numpy as np
@@ -33,8 +34,8 @@ from zeroskip.hw.link import (
     E_BUSY,
     E_CHECKSUM,
     E_NOT_LOADED,
+    E_TIMEOUT,
     E_UNKNOWN_TYPE,
-    E_WATCHDOG,
     ERRORS,
     LOAD_BYTES,
     PROTOCOL_VERSION,
@@ -60,7 +61,7 @@ __all__ = ["Board", "BoardError", "cycle_bound", "params_diff", "link_rates"]
 _NAMES = {T_INFO: "INFO", T_LOAD: "LOAD", T_COMMIT: "COMMIT", T_INFER: "INFER",
           T_COUNTERS: "COUNTERS", T_RESET: "RESET"}
 #: error codes worth a retry (the frame was damaged on the way, or the board was full)
-_TRANSIENT = (E_BAD_CRC, E_BAD_LENGTH, E_UNKNOWN_TYPE, E_BUSY)
+_TRANSIENT = (E_BAD_CRC, E_BAD_LENGTH, E_UNKNOWN_TYPE, E_BUSY, E_TIMEOUT)
 #: load words per LOAD frame (at most the board's max_payload / 8)
 LOAD_CHUNK = 32
 
@@ -118,7 +119,7 @@ class Board:
     baud : int
         The board's UART rate (115200 for the bitstreams ``zeroskip board flash`` writes).
     timeout : float or None
-        Seconds to wait for an answer before a retry (default 0.5 for a real port, 1.0 for
+        Seconds to wait for an answer before a retry (default 0.5 for a real port, 0.2 for
         the simulated board); longer frames get more, by the link's byte rate.
     retries : int
         Tries per command (and per input) before :class:`BoardError`.
@@ -152,7 +153,7 @@ class Board:
                                  f"{', '.join('sim:' + b for b in BOARDS)}")
             self.sim = SimBoard(name, faults=faults, seed=seed)
             path = self.sim.port
-            timeout = 1.0 if timeout is None else timeout
+            timeout = 0.2 if timeout is None else timeout
         else:
             if faults is not None:
                 raise BoardError("faults can only be injected into a simulated board (sim:...)")
@@ -166,7 +167,9 @@ class Board:
         except (serial.SerialException, OSError) as exc:
             self.close()
             raise BoardError(f"{port}: cannot open the serial port ({exc})") from None
-        self._parser = FrameParser()
+        # the longest frame a board sends: a RESULT of act_depth words (narrowed after INFO)
+        self._parser = FrameParser(max_len=4 * 1024)
+        self._inbox: deque = deque()
         self._seq = 0
         self._info = None
         self._model: PackedModel | None = None
@@ -200,15 +203,25 @@ class Board:
     def _frames(self, deadline: float):
         """Frames received until ``deadline`` (yields as they come; stops at the deadline)."""
         while True:
+            # frames parsed but not yet consumed stay in the inbox (a caller may stop early)
+            while self._inbox:
+                yield self._inbox.popleft()
             bad = self._parser.bad_frames
             data = self._ser.read(4096)
-            got = self._parser.feed(data) if data else []
+            if data:
+                self._inbox.extend(self._parser.feed(data))
             self.stats["bad_frames"] += self._parser.bad_frames - bad
-            yield from got
+            if self._inbox:
+                continue
             if time.monotonic() >= deadline:
                 return
-            if not data:
-                time.sleep(0.0005)
+            time.sleep(0.0005)
+
+    def _resync(self) -> None:
+        """After a timeout: drop a partly received frame (its length may have been damaged,
+        and would make the parser wait for bytes that belong to later frames)."""
+        self._parser.skipped += len(self._parser.buf)
+        self._parser.buf.clear()
 
     def _wait_time(self, n_bytes: int) -> float:
         return self.timeout + 20 * n_bytes / self.baud
@@ -249,6 +262,7 @@ class Board:
             else:
                 self.stats["timeouts"] += 1
                 last = "no answer"
+                self._resync()
         raise BoardError(f"{what}: {last} after {self.retries} tries ({self.port})")
 
     # ---- commands
@@ -266,6 +280,7 @@ class Board:
                 raise BoardError(f"the board speaks link protocol {info['protocol']}, this "
                                  f"host {PROTOCOL_VERSION}: flash a current bitstream")
             self._info = info
+            self._parser.max_len = max(4 * info["params"].act_depth, len(pay))
         return self._info
 
     def reset(self) -> None:
@@ -382,7 +397,10 @@ class Board:
                     raise self._error(code, f"INFER of input {i}")
                 self.stats["stale"] += 1
             else:
-                for seq in [s for s, v in pending.items() if v[2] <= time.monotonic()]:
+                late = [s for s, v in pending.items() if v[2] <= time.monotonic()]
+                if late:
+                    self._resync()
+                for seq in late:
                     self.stats["timeouts"] += 1
                     self._retry(pending, seq, send, wait)
             if reload:
