@@ -413,8 +413,9 @@ class HostLink(wiring.Component):
                 m.next = "HUNT"
 
         # ---- executor: runs the checked frames in order
-        X_IDLE, X_LOAD, X_LSEND, X_COMMIT, X_CCHECK, X_INFER, X_WAIT, X_RESP, X_DONE = range(9)
-        xs = reg(range(9))
+        (X_IDLE, X_LOAD, X_LSEND, X_COMMIT, X_CCHECK, X_INFER, X_WAIT, X_RESP, X_DONE, X_SCRUB,
+         X_DRAIN) = range(11)
+        xs = reg(range(11))
         x_idx = reg(range(MP + 1))
         x_idx_next = Signal.like(x_idx)
         rd_next = Signal()
@@ -451,7 +452,7 @@ class HostLink(wiring.Component):
                     m.d.sync += [last_done.eq(1), last_code.eq(code)]
 
         m.d.comb += self.load.payload.eq(word[:size])
-        m.d.comb += self.act_in.payload.eq(bdata)
+        m.d.comb += self.act_in.payload.eq(Mux(xs == X_SCRUB, 0, bdata))
         ld = self.load.payload
         sane = Signal()
         out_last = Signal(abits)
@@ -514,9 +515,29 @@ class HostLink(wiring.Component):
                 with m.Elif(~sane):
                     x_respond(K_ERROR, E_BAD_MODEL)
                 with m.Else():
-                    m.d.sync += [verified.eq(1), in_f.eq(snoop_in), out_f.eq(out_last),
-                                 wd_bound.eq(word[32:])]
-                    x_respond(K_ACK)
+                    # one run of zeros, its results dropped, before the first input: a run
+                    # finalizes (and so clears) every accumulator row of the model's layers,
+                    # which a run cut short by a reset or the watchdog may have left dirty
+                    m.d.comb += x_idx_next.eq(0)
+                    m.d.sync += [in_f.eq(snoop_in), out_f.eq(out_last), wd_bound.eq(word[32:]),
+                                 wd_count.eq(0), res_taken.eq(0), xs.eq(X_SCRUB)]
+            with m.Case(X_SCRUB):
+                m.d.comb += self.act_in.valid.eq(1)
+                with m.If(self.act_in.ready):
+                    m.d.comb += x_idx_next.eq(x_idx + 1)
+                    with m.If(x_idx + 1 == in_f):
+                        m.d.sync += xs.eq(X_DRAIN)
+                with m.Else():
+                    m.d.sync += wd_count.eq(wd_count + 1)
+            with m.Case(X_DRAIN):
+                m.d.comb += self.result.ready.eq(1)
+                with m.If(self.result.valid):
+                    m.d.sync += res_taken.eq(res_taken + 1)
+                    with m.If(res_taken + 1 == out_f):
+                        m.d.sync += verified.eq(1)
+                        x_respond(K_ACK)
+                with m.Else():
+                    m.d.sync += wd_count.eq(wd_count + 1)
             with m.Case(X_INFER):
                 m.d.comb += self.act_in.valid.eq(1)
                 with m.If(self.act_in.ready):
@@ -540,6 +561,9 @@ class HostLink(wiring.Component):
                     m.d.comb += [free_rd.eq(1), rd_next.eq(~rd)]
                 m.d.sync += xs.eq(X_IDLE)
         # watchdog: cycles the accelerator made the link wait, against the model's bound
+        with m.If(((xs == X_SCRUB) | (xs == X_DRAIN)) & (wd_count > wd_bound)):
+            m.d.comb += wd_fire.eq(1)
+            x_respond(K_ERROR, E_WATCHDOG)
         with m.If(((xs == X_INFER) | (xs == X_WAIT)) & (wd_count > wd_bound)):
             m.d.comb += wd_fire.eq(1)
             m.d.sync += [verified.eq(0), xr_valid.eq(1), xr_kind.eq(K_ERROR),

@@ -130,6 +130,9 @@ class Board:
 
     Attributes
     ----------
+    auto_reload : bool
+        Load the model again (and go on) when the board answers an input with "no verified
+        model loaded" (it was reset since the load); default True.
     stats : dict
         ``sent`` frames, ``retries``, ``timeouts``, ``bad_frames`` (CRC or length wrong),
         ``errors`` (error codes received, by name), ``reloads``, ``stale`` (answers to no
@@ -173,6 +176,8 @@ class Board:
         self._seq = 0
         self._info = None
         self._model: PackedModel | None = None
+        #: load the model again when the board says it has none (it was reset)
+        self.auto_reload = True
         self.stats = {"sent": 0, "retries": 0, "timeouts": 0, "bad_frames": 0, "errors": {},
                       "reloads": 0, "stale": 0}
 
@@ -238,7 +243,7 @@ class Board:
         """Send one command and wait for its answer (retrying); its payload."""
         seq = self._next_seq()
         what = _NAMES[typ]
-        last = "no answer"
+        last, last_code = "no answer", None
         for attempt in range(self.retries):
             if attempt:
                 self.stats["retries"] += 1
@@ -255,15 +260,15 @@ class Board:
                         continue
                     self._note_error(code)
                     if code in _TRANSIENT:
-                        last = ERRORS[code]
+                        last, last_code = ERRORS[code], code
                         break
                     raise self._error(code, what)
                 return rpay
             else:
                 self.stats["timeouts"] += 1
-                last = "no answer"
+                last, last_code = "no answer", None
                 self._resync()
-        raise BoardError(f"{what}: {last} after {self.retries} tries ({self.port})")
+        raise BoardError(f"{what}: {last} after {self.retries} tries ({self.port})", last_code)
 
     # ---- commands
 
@@ -388,7 +393,7 @@ class Board:
                 if rtype == T_ERROR and len(rpay) == 2 and rpay[1] == T_INFER:
                     code = rpay[0]
                     self._note_error(code)
-                    if code == E_NOT_LOADED:
+                    if code == E_NOT_LOADED and self.auto_reload:
                         reload = True
                         break
                     if code in _TRANSIENT:
