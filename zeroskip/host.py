@@ -62,8 +62,9 @@ _NAMES = {T_INFO: "INFO", T_LOAD: "LOAD", T_COMMIT: "COMMIT", T_INFER: "INFER",
           T_COUNTERS: "COUNTERS", T_RESET: "RESET"}
 #: error codes worth a retry (the frame was damaged on the way, or the board was full)
 _TRANSIENT = (E_BAD_CRC, E_BAD_LENGTH, E_UNKNOWN_TYPE, E_BUSY, E_TIMEOUT)
-#: load words per LOAD frame (at most the board's max_payload / 8)
-LOAD_CHUNK = 32
+#: load words per LOAD frame (at most the board's max_payload / 8; short frames get through a
+#: noisy line more often, at 9 bytes of overhead per 64)
+LOAD_CHUNK = 8
 
 
 class BoardError(ZeroskipError):
