@@ -28,20 +28,22 @@ import zlib
 from dataclasses import fields
 
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
-from amaranth.lib import stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..sw.pack import VERSION as FORMAT_VERSION
-from ..sw.params import (
+from ..spec import (
     CFG_LAYERS,
+    COUNTER_NAMES,
     DESC_IN,
     DESC_OUT,
     MEM_CFG,
     MEM_DESC,
     HwParams,
+    desc_addr_layout,
     load_layout,
 )
+from ..sw.pack import VERSION as FORMAT_VERSION
 
 __all__ = [
     "HostLink", "connect_accelerator", "COUNTER_NAMES", "PROTOCOL_VERSION", "BITSTREAM_VERSION",
@@ -76,8 +78,6 @@ BOARD_IDS = {0: "generic", 1: "icebreaker", 2: "ulx3s"}
 LOAD_BYTES = 8
 HEADER_BYTES = 5
 CRC_BYTES = 4
-#: The scalar counters in the order COUNTERS sends them (then ``pe_busy`` per PE).
-COUNTER_NAMES = ("cycles", "useful_macs", "entries", "skipped_acts")
 _INFO_HEAD = struct.Struct("<BBBBBBHII")
 _CRC_POLY = 0xEDB88320
 
@@ -221,7 +221,7 @@ class HostLink(wiring.Component):
         size = self.load.payload.shape().size
         MP = max_payload(p)
         mp_bits = (MP - 1).bit_length()
-        lbits = max(1, (p.max_layers - 1).bit_length())
+        lbits = p.layer_bits
         abits = p.act_addr_bits
         n_counter_words = len(COUNTER_NAMES) + p.pes
 
@@ -454,6 +454,8 @@ class HostLink(wiring.Component):
         m.d.comb += self.load.payload.eq(word[:size])
         m.d.comb += self.act_in.payload.eq(Mux(xs == X_SCRUB, 0, bdata))
         ld = self.load.payload
+        dlay = desc_addr_layout(p)
+        ld_desc = data.View(dlay, ld.addr[:dlay.size])
         sane = Signal()
         out_last = Signal(abits)
         m.d.comb += [
@@ -495,10 +497,11 @@ class HostLink(wiring.Component):
                         with m.If(ld.addr == CFG_LAYERS):
                             m.d.sync += snoop_layers.eq(ld.data)
                     with m.If(ld.mem == MEM_DESC):
-                        with m.If((ld.addr[:3] == DESC_IN) & (ld.addr[3:] == 0)):
+                        # the descriptor address as the accelerator decodes it
+                        with m.If((ld_desc.field == DESC_IN) & (ld_desc.layer == 0)):
                             m.d.sync += snoop_in.eq(ld.data)
-                        with m.If((ld.addr[:3] == DESC_OUT) & (ld.addr[3:] < p.max_layers)):
-                            m.d.sync += snoop_out[ld.addr[3:][:lbits]].eq(ld.data)
+                        with m.If((ld_desc.field == DESC_OUT) & (ld_desc.layer < p.max_layers)):
+                            m.d.sync += snoop_out[ld_desc.layer].eq(ld.data)
                     with m.If(x_idx == x_len):
                         x_respond(K_ACK)
                     with m.Else():
