@@ -138,6 +138,14 @@ def sim(session: nox.Session) -> None:
 
 
 @nox.session(venv_backend="none")
+def faults(session: nox.Session) -> None:
+    """The 10,000-inference fault-injection run against the simulated iCEBreaker."""
+    os.environ["ZEROSKIP_FAULTS_LONG"] = "1"
+    _run(session, "-m", "pytest", "tests/test_board_link.py", "-k", "faults", "-s",
+         *session.posargs)
+
+
+@nox.session(venv_backend="none")
 def build(session: nox.Session) -> None:
     """Place and route every board top and write build/<board>/report.json."""
     args = session.posargs or ["all"]
