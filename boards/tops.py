@@ -19,9 +19,9 @@ from amaranth.hdl import Elaboratable, Module, ResetInserter, Signal
 from amaranth.lib import io
 
 from ..hw.accel import Accelerator
-from ..hw.link import BOARD_IDS, HostLink, connect_accelerator
+from ..hw.link import HostLink, connect_accelerator
 from ..hw.uart import UARTRx, UARTTx, uart_divisor
-from ..spec import HwParams
+from ..spec import BOARD_IDS, HwParams
 from .platforms import get_board
 
 __all__ = ["BOARD_PARAMS", "BOARD_COUNTER_WIDTH", "DEFAULT_BAUD", "AcceleratorTop", "make_top"]
@@ -64,7 +64,7 @@ class AcceleratorTop(Elaboratable):
     counter_width : int
         Width of the performance counters (8..32).
     board : str
-        The board name INFO reports (a key of :data:`~zeroskip.hw.link.BOARD_IDS`' values).
+        The board name INFO reports (a value of :data:`zeroskip.spec.BOARD_IDS`).
     divisor : int or None
         UART clock divisor; default ``uart_divisor(clk_hz, baud)``. Simulation passes a small
         one (the frame timeout follows it), so the UART RTL runs at a few cycles per bit.

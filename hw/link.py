@@ -2,18 +2,19 @@
 
 Every frame, in both directions (``docs/boards.md`` has the full specification)::
 
-    0xA5  type  seq  len_lo len_hi  payload (len bytes)  crc0 crc1 crc2 crc3
+    LINK_SYNC  type  seq  len_lo len_hi  payload (len bytes)  crc0 crc1 crc2 crc3
 
-``crc`` is the CRC-32 of zlib / IEEE 802.3 (reflected polynomial 0xEDB88320, initial value and
-final XOR 0xFFFFFFFF), over ``type, seq, len_lo, len_hi, payload``, sent least significant byte
-first. The board checks every frame and answers each with one frame carrying the same ``seq``:
-an acknowledgement (``type | 0x80``, with a payload for INFO, COUNTERS and INFER) or an
-:data:`T_ERROR` frame (payload: error code, the command's type).
+``crc`` is the CRC-32 of zlib / IEEE 802.3 over ``type, seq, len_lo, len_hi, payload``. The
+board checks every frame and answers each with one frame carrying the same ``seq``: an
+acknowledgement (``type | RESPONSE``, with a payload for INFO, COUNTERS and INFER) or a
+``T_ERROR`` frame (payload: error code, the command's type). Commands: INFO (what the board
+is), LOAD (load words), COMMIT (the host's CRC-32 of the load words since the last RESET/COMMIT
+and the watchdog bound; inference is refused until a COMMIT matched), INFER (an input vector;
+answered by the RESULT frame), COUNTERS, RESET.
 
-Commands: :data:`T_INFO` (what the board is), :data:`T_LOAD` (load words, 8 bytes each),
-:data:`T_COMMIT` (the host's CRC-32 of the load words since the last RESET/COMMIT and the
-watchdog bound; inference is refused until a COMMIT matched), :data:`T_INFER` (an input vector;
-answered by the RESULT frame), :data:`T_COUNTERS`, :data:`T_RESET`.
+Every word of the protocol (frame types, error codes, sizes, the INFO payload, the counter
+order) and its host side (``encode_frame``, ``FrameParser``, ``decode_info``, ...) are the
+contract's, :mod:`zeroskip.spec`; this module is the board side only.
 
 Board side: :class:`HostLink` receives frames byte by byte into one of two payload buffers (so
 the next input arrives while the current one runs), checks them, executes them in order and
@@ -23,100 +24,60 @@ bound of the COMMIT) and resets the accelerator (``accel_rst``) on RESET or on e
 
 from __future__ import annotations
 
-import struct
-import zlib
-from dataclasses import fields
-
 from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..spec import (
+    BOARD_IDS,
     CFG_LAYERS,
     COUNTER_NAMES,
     DESC_IN,
     DESC_OUT,
+    E_BAD_CRC,
+    E_BAD_LENGTH,
+    E_BAD_MODEL,
+    E_BUSY,
+    E_CHECKSUM,
+    E_NOT_LOADED,
+    E_TIMEOUT,
+    E_UNKNOWN_TYPE,
+    E_WATCHDOG,
+    LINK_COMMIT_BYTES,
+    LINK_CRC_BYTES,
+    LINK_CRC_POLY,
+    LINK_HEADER_BYTES,
+    LINK_LOAD_BYTES,
+    LINK_PE_COUNTER_NAMES,
+    LINK_SYNC,
+    LINK_WORD_BYTES,
     MEM_CFG,
     MEM_DESC,
+    RESPONSE,
+    T_COMMIT,
+    T_COUNTERS,
+    T_ERROR,
+    T_INFER,
+    T_INFO,
+    T_LOAD,
+    T_RESET,
     HwParams,
     desc_addr_layout,
+    info_payload,
+    link_counter_words,
+    link_max_payload,
     load_layout,
 )
-from ..sw.pack import VERSION as FORMAT_VERSION
 
-__all__ = [
-    "HostLink", "connect_accelerator", "COUNTER_NAMES", "PROTOCOL_VERSION", "BITSTREAM_VERSION",
-    "SYNC", "T_INFO", "T_LOAD", "T_COMMIT", "T_INFER", "T_COUNTERS", "T_RESET", "T_ERROR",
-    "RESPONSE", "ERRORS", "E_BAD_CRC", "E_BAD_LENGTH", "E_UNKNOWN_TYPE", "E_NOT_LOADED",
-    "E_BUSY", "E_CHECKSUM", "E_WATCHDOG", "E_BAD_MODEL", "E_TIMEOUT", "BOARD_IDS", "LOAD_BYTES",
-    "encode_frame", "FrameParser", "info_payload", "decode_info", "max_payload",
-]
-
-PROTOCOL_VERSION = 2
-#: Bumped when the board top changes in a way a host can see.
-BITSTREAM_VERSION = 1
-SYNC = 0xA5
-T_INFO, T_LOAD, T_COMMIT, T_INFER, T_COUNTERS, T_RESET = 1, 2, 3, 4, 5, 6
-#: A successful response's type is the command's type | RESPONSE.
-RESPONSE = 0x80
-T_ERROR = 0xFF
-E_BAD_CRC, E_BAD_LENGTH, E_UNKNOWN_TYPE, E_NOT_LOADED = 1, 2, 3, 4
-E_BUSY, E_CHECKSUM, E_WATCHDOG, E_BAD_MODEL, E_TIMEOUT = 5, 6, 7, 8, 9
-ERRORS = {
-    E_BAD_CRC: "bad CRC",
-    E_BAD_LENGTH: "bad length",
-    E_UNKNOWN_TYPE: "unknown type",
-    E_NOT_LOADED: "no verified model loaded",
-    E_BUSY: "busy (both input buffers full)",
-    E_CHECKSUM: "model checksum mismatch",
-    E_WATCHDOG: "watchdog: the run exceeded the model's cycle bound",
-    E_BAD_MODEL: "the loaded descriptors are out of range",
-    E_TIMEOUT: "frame incomplete (the line went quiet in the middle of it)",
-}
-BOARD_IDS = {0: "generic", 1: "icebreaker", 2: "ulx3s"}
-LOAD_BYTES = 8
-HEADER_BYTES = 5
-CRC_BYTES = 4
-_INFO_HEAD = struct.Struct("<BBBBBBHII")
-_CRC_POLY = 0xEDB88320
-
-
-def max_payload(params: HwParams) -> int:
-    """Largest payload the board takes (one input buffer): ``act_depth`` bytes, at least 64."""
-    return max(params.act_depth, 64)
-
-
-def info_payload(params: HwParams, *, board_id: int, counter_width: int, clk_hz: int,
-                 divisor: int) -> bytes:
-    """The INFO response's payload (see ``docs/boards.md``)."""
-    values = [getattr(params, f.name) for f in fields(HwParams)]
-    head = _INFO_HEAD.pack(PROTOCOL_VERSION, FORMAT_VERSION, board_id, BITSTREAM_VERSION,
-                           counter_width, len(values), max_payload(params), int(clk_hz), divisor)
-    return head + struct.pack(f"<{len(values)}I", *values)
-
-
-def decode_info(payload: bytes) -> dict:
-    """The fields of an INFO payload; ``params`` is a :class:`HwParams`. ``ValueError`` if it
-    is malformed."""
-    if len(payload) < _INFO_HEAD.size:
-        raise ValueError(f"INFO payload of {len(payload)} bytes is too short")
-    (proto, fmt, board, bits, cw, n, maxp, clk, div) = _INFO_HEAD.unpack_from(payload)
-    names = [f.name for f in fields(HwParams)]
-    if len(payload) != _INFO_HEAD.size + 4 * n or n != len(names):
-        raise ValueError(f"INFO payload has {n} parameter fields, this host knows {len(names)}")
-    values = struct.unpack_from(f"<{n}I", payload, _INFO_HEAD.size)
-    return {"protocol": proto, "format_version": fmt, "board_id": board,
-            "board": BOARD_IDS.get(board, f"unknown({board})"), "bitstream_version": bits,
-            "counter_width": cw, "max_payload": maxp, "clk_hz": clk, "uart_divisor": div,
-            "params": HwParams(**dict(zip(names, values)))}
+__all__ = ["HostLink", "connect_accelerator"]
 
 
 def _crc32_byte(crc, byte):
     """One byte of the reflected CRC-32 (no final XOR), as an Amaranth expression."""
     c = crc ^ byte
     for _ in range(8):
-        c = (c >> 1) ^ Mux(c[0], _CRC_POLY, 0)
+        c = (c >> 1) ^ Mux(c[0], LINK_CRC_POLY, 0)
     return c[:32]
 
 
@@ -183,7 +144,7 @@ class HostLink(wiring.Component):
             "act_in": Out(stream.Signature(8)),
             "result": In(stream.Signature(signed(32))),
             **{name: In(counter_width) for name in COUNTER_NAMES},
-            "pe_busy": In(counter_width).array(params.pes),
+            **{name: In(counter_width).array(params.pes) for name in LINK_PE_COUNTER_NAMES},
             "accel_rst": Out(1),
             "watchdog": Out(1),
         })
@@ -198,9 +159,9 @@ class HostLink(wiring.Component):
             raise ValueError(f"board_id must be one of {sorted(BOARD_IDS)}, not {board_id!r}")
         if not isinstance(frame_timeout, int) or frame_timeout < 16:
             raise ValueError(f"frame_timeout must be an integer >= 16, not {frame_timeout!r}")
-        if load_layout(params).size > 8 * LOAD_BYTES:
+        if load_layout(params).size > 8 * LINK_LOAD_BYTES:
             raise ValueError(f"load words of {load_layout(params).size} bits do not fit the "
-                             f"link's {8 * LOAD_BYTES}-byte load words")
+                             f"link's {8 * LINK_LOAD_BYTES}-byte load words")
 
     @property
     def params(self) -> HwParams:
@@ -219,11 +180,14 @@ class HostLink(wiring.Component):
         m = Module()
         p = self._params
         size = self.load.payload.shape().size
-        MP = max_payload(p)
+        MP = link_max_payload(p)
         mp_bits = (MP - 1).bit_length()
         lbits = p.layer_bits
         abits = p.act_addr_bits
-        n_counter_words = len(COUNTER_NAMES) + p.pes
+        n_counter_words = link_counter_words(p.pes)
+        W = LINK_WORD_BYTES
+        lb_bits = (LINK_LOAD_BYTES - 1).bit_length()     # LOAD payloads: whole load words
+        assert LINK_LOAD_BYTES == 1 << lb_bits
 
         soft_rst = Signal()       # RESET command: accelerator, executor, transmitter
         wd_fire = Signal()
@@ -305,9 +269,9 @@ class HostLink(wiring.Component):
             with m.Case(T_INFO, T_COUNTERS, T_RESET):
                 m.d.comb += len_ok.eq(r_len == 0)
             with m.Case(T_LOAD):
-                m.d.comb += len_ok.eq((r_len[:3] == 0) & (r_len != 0) & (r_len <= MP))
+                m.d.comb += len_ok.eq((r_len[:lb_bits] == 0) & (r_len != 0) & (r_len <= MP))
             with m.Case(T_COMMIT):
-                m.d.comb += len_ok.eq(r_len == 8)
+                m.d.comb += len_ok.eq(r_len == LINK_COMMIT_BYTES)
             with m.Case(T_INFER):
                 m.d.comb += len_ok.eq((r_len != 0) & (r_len <= MP))
         known = Signal()
@@ -334,7 +298,7 @@ class HostLink(wiring.Component):
                 m.d.comb += self.host_in.ready.eq(1)
                 m.d.sync += idle.eq(0)
                 m.d.sync += [r_crc.eq(0xFFFFFFFF), r_idx.eq(0), r_k.eq(0)]
-                with m.If(take & (byte == SYNC)):
+                with m.If(take & (byte == LINK_SYNC)):
                     m.next = "TYPE"
             with m.State("TYPE"):
                 m.d.comb += self.host_in.ready.eq(1)
@@ -384,7 +348,7 @@ class HostLink(wiring.Component):
                 m.d.comb += self.host_in.ready.eq(1)
                 with m.If(take):
                     m.d.sync += [r_got.eq(Cat(r_got[8:], byte)), r_k.eq(r_k + 1)]
-                    with m.If(r_k == 3):
+                    with m.If(r_k == LINK_CRC_BYTES - 1):
                         m.next = "DISPATCH"
                 timeout()
             with m.State("DISPATCH"):
@@ -487,7 +451,7 @@ class HostLink(wiring.Component):
                 m.d.comb += x_idx_next.eq(x_idx + 1)
                 m.d.sync += [word.eq(Cat(word[8:], bdata)),
                              model_crc.eq(_crc32_byte(model_crc, bdata))]
-                with m.If(x_idx[:3] == 7):
+                with m.If(x_idx[:lb_bits] == LINK_LOAD_BYTES - 1):
                     m.d.sync += xs.eq(X_LSEND)
             with m.Case(X_LSEND):
                 m.d.comb += self.load.valid.eq(1)
@@ -509,7 +473,7 @@ class HostLink(wiring.Component):
             with m.Case(X_COMMIT):
                 m.d.comb += x_idx_next.eq(x_idx + 1)
                 m.d.sync += word.eq(Cat(word[8:], bdata))
-                with m.If(x_idx == 7):
+                with m.If(x_idx == LINK_COMMIT_BYTES - 1):
                     m.d.sync += xs.eq(X_CCHECK)
             with m.Case(X_CCHECK):
                 m.d.sync += model_crc.eq(0xFFFFFFFF)
@@ -591,13 +555,14 @@ class HostLink(wiring.Component):
         t_result = reg()                   # the frame is a RESULT frame
         t_abort = reg()
         wsr = reg(32)                      # word shift register (counters, results)
-        wleft = reg(range(5))
+        wleft = reg(range(W + 1))
         widx = reg(range(max(n_counter_words, 2)))
         tbyte = Signal(8)
         tvalid = Signal()
-        counter_words = Array([*(getattr(self, n) for n in COUNTER_NAMES), *self.pe_busy])
+        counter_words = Array([*(getattr(self, n) for n in COUNTER_NAMES),
+                               *(c for n in LINK_PE_COUNTER_NAMES for c in getattr(self, n))])
         info = Array([Const(b, 8) for b in self._info])
-        lengths = Array([Const(v, 16) for v in (0, 2, len(self._info), 4 * n_counter_words, 0)])
+        lengths = Array([Const(v, 16) for v in (0, 2, len(self._info), W * n_counter_words, 0)])
         with m.Switch(ts):
             with m.Case(T_IDLE):
                 with m.If(slot_valid):
@@ -610,7 +575,7 @@ class HostLink(wiring.Component):
                     m.d.comb += xr_take.eq(1)
                     m.d.sync += [t_kind.eq(xr_kind), t_type.eq(Mux(xr_kind == K_ERROR, T_ERROR,
                                  xr_type | RESPONSE)), t_seq.eq(xr_seq), t_code.eq(xr_code),
-                                 t_len.eq(Mux(xr_kind == K_RESULT, out_f << 2,
+                                 t_len.eq(Mux(xr_kind == K_RESULT, out_f * W,
                                               lengths[xr_kind])),
                                  t_cmd.eq(xr_type), t_result.eq(xr_kind == K_RESULT)]
                 with m.If(slot_valid | xr_valid):
@@ -620,7 +585,7 @@ class HostLink(wiring.Component):
                 m.d.comb += tvalid.eq(1)
                 with m.Switch(tk[:3]):
                     with m.Case(0):
-                        m.d.comb += tbyte.eq(SYNC)
+                        m.d.comb += tbyte.eq(LINK_SYNC)
                     with m.Case(1):
                         m.d.comb += tbyte.eq(t_type)
                     with m.Case(2):
@@ -640,14 +605,14 @@ class HostLink(wiring.Component):
                         m.d.comb += [tvalid.eq(wleft != 0), tbyte.eq(wsr[:8])]
                         with m.If(wleft == 0):
                             with m.If(t_kind == K_COUNTERS):
-                                m.d.sync += [wsr.eq(counter_words[widx]), wleft.eq(4),
+                                m.d.sync += [wsr.eq(counter_words[widx]), wleft.eq(W),
                                              widx.eq(widx + 1)]
                             with m.Elif(t_abort | tx_abort):
-                                m.d.sync += [wsr.eq(0), wleft.eq(4), t_abort.eq(1)]
+                                m.d.sync += [wsr.eq(0), wleft.eq(W), t_abort.eq(1)]
                             with m.Else():
                                 m.d.comb += self.result.ready.eq(1)
                                 with m.If(self.result.valid):
-                                    m.d.sync += [wsr.eq(self.result.payload), wleft.eq(4),
+                                    m.d.sync += [wsr.eq(self.result.payload), wleft.eq(W),
                                                  res_taken.eq(res_taken + 1)]
             with m.Case(T_CRC):
                 m.d.comb += tvalid.eq(1)
@@ -663,14 +628,14 @@ class HostLink(wiring.Component):
             with m.If(ts == T_HDR):
                 with m.If(tk == 0):
                     m.d.sync += t_crc.eq(0xFFFFFFFF)    # the sync byte is not covered
-                with m.If(tk == HEADER_BYTES - 1):
+                with m.If(tk == LINK_HEADER_BYTES - 1):
                     m.d.sync += [tk.eq(0), ts.eq(Mux(t_len == 0, T_CRC, T_PAY))]
             with m.If(ts == T_PAY):
                 m.d.sync += [wsr.eq(wsr >> 8), wleft.eq(wleft - 1)]
                 with m.If(tk + 1 == t_len):
                     m.d.sync += [tk.eq(0), ts.eq(T_CRC)]
             with m.If(ts == T_CRC):
-                with m.If(tk == CRC_BYTES - 1):
+                with m.If(tk == LINK_CRC_BYTES - 1):
                     m.d.sync += ts.eq(T_IDLE)
                     with m.If(t_result):
                         m.d.sync += res_complete.eq(1)
@@ -700,64 +665,6 @@ def connect_accelerator(m: Module, link: HostLink, accel) -> None:
     wiring.connect(m, accel.result, link.result)
     for name in COUNTER_NAMES:
         m.d.comb += getattr(link, name).eq(getattr(accel, name))
-    for i in range(link.params.pes):
-        m.d.comb += link.pe_busy[i].eq(accel.pe_busy[i])
-
-
-# ---- host side (pure Python): frames
-
-
-def encode_frame(typ: int, seq: int, payload: bytes = b"") -> bytes:
-    """One frame: sync, type, seq, length, payload, CRC-32 (LE)."""
-    if not 0 <= typ <= 255 or not 0 <= seq <= 255:
-        raise ValueError(f"type {typ} and seq {seq} must be bytes")
-    if len(payload) > 0xFFFF:
-        raise ValueError(f"payload of {len(payload)} bytes does not fit the 16-bit length")
-    body = bytes([typ, seq]) + len(payload).to_bytes(2, "little") + bytes(payload)
-    return bytes([SYNC]) + body + zlib.crc32(body).to_bytes(4, "little")
-
-
-class FrameParser:
-    """Host-side frame receiver: :meth:`feed` bytes, get ``(type, seq, payload)`` tuples.
-
-    Bytes before a sync byte are skipped; a frame with a bad CRC (or a length above
-    ``max_len``) is dropped and counted in ``bad_frames``; after it the parser hunts again from
-    the byte after that frame's sync byte, so a false sync inside garbage costs nothing.
-    """
-
-    def __init__(self, max_len: int = 0xFFFF):
-        self.buf = bytearray()
-        self.max_len = max_len
-        self.bad_frames = 0
-        self.skipped = 0
-
-    def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
-        self.buf += data
-        out = []
-        while True:
-            k = self.buf.find(SYNC)
-            if k < 0:
-                self.skipped += len(self.buf)
-                self.buf.clear()
-                return out
-            if k:
-                self.skipped += k
-                del self.buf[:k]
-            if len(self.buf) < HEADER_BYTES:
-                return out
-            n = int.from_bytes(self.buf[3:5], "little")
-            if n > self.max_len:
-                self.bad_frames += 1
-                del self.buf[:1]
-                continue
-            end = HEADER_BYTES + n + CRC_BYTES
-            if len(self.buf) < end:
-                return out
-            body = bytes(self.buf[1:HEADER_BYTES + n])
-            crc = int.from_bytes(self.buf[HEADER_BYTES + n:end], "little")
-            if zlib.crc32(body) != crc:
-                self.bad_frames += 1
-                del self.buf[:1]
-                continue
-            out.append((body[0], body[1], body[4:]))
-            del self.buf[:end]
+    for name in LINK_PE_COUNTER_NAMES:
+        for i in range(link.params.pes):
+            m.d.comb += getattr(link, name)[i].eq(getattr(accel, name)[i])

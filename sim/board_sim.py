@@ -146,7 +146,7 @@ class SimBoard:
 def _smoke(board: str = "icebreaker") -> None:  # pragma: no cover - manual check
     import serial
 
-    from ..hw.link import T_INFO, FrameParser, encode_frame
+    from ..spec import T_INFO, FrameParser, encode_frame
 
     with SimBoard(board) as sb:
         s = serial.Serial(sb.port, timeout=0.5)

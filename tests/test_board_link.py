@@ -22,12 +22,19 @@ import pytest
 from zeroskip.boards.tops import BOARD_PARAMS
 from zeroskip.cli import main
 from zeroskip.host import Board, BoardError, cycle_bound, params_diff
-from zeroskip.hw.link import E_BAD_LENGTH, E_CHECKSUM, E_NOT_LOADED, E_WATCHDOG, T_COMMIT
 from zeroskip.sim.board_sim import Faults
 from zeroskip.sim.cases import random_inputs, random_model
+from zeroskip.spec import (
+    E_BAD_LENGTH,
+    E_CHECKSUM,
+    E_NOT_LOADED,
+    E_WATCHDOG,
+    MEM_PTR,
+    T_COMMIT,
+    HwParams,
+)
 from zeroskip.sw.image import LoadCmd, encode_commands, load_commands
 from zeroskip.sw.pack import pack_model, write_model
-from zeroskip.sw.params import MEM_PTR, HwParams
 from zeroskip.sw.ref import run_model
 
 pytestmark = pytest.mark.sim

@@ -79,6 +79,44 @@ def test_rtl_uses_the_contract_layouts():
     assert hw_link.load_layout is spec.load_layout
 
 
+def test_link_protocol_words_live_in_the_contract():
+    """The board side (hw/link.py), the host driver and the simulated board define no word of
+    the link protocol of their own (frame types, error codes, sizes, sync byte, CRC
+    polynomial): what they use is the contract's object."""
+    import ast
+    import inspect
+
+    from zeroskip import host
+    from zeroskip.sim import board_sim
+    names = {n for n in spec.__all__ if n.startswith(("T_", "E_", "LINK_"))}
+    names |= {"RESPONSE", "ERRORS", "BOARD_IDS", "IMAGE_VERSION", "BITSTREAM_VERSION"}
+    assert {"T_INFER", "E_WATCHDOG", "LINK_SYNC", "LINK_CRC_POLY"} <= names
+    for mod in (hw_link, host, board_sim):
+        src = inspect.getsource(mod)
+        tree = ast.parse(src)
+        assigned = {t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                    for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                    if isinstance(t, ast.Name)}
+        assert not assigned & names, (mod.__name__, assigned & names)
+        for name in names:
+            if hasattr(mod, name):
+                assert getattr(mod, name) is getattr(spec, name), (mod.__name__, name)
+        for literal in (spec.LINK_SYNC, spec.LINK_CRC_POLY):
+            assert f"{literal:#x}" not in src.lower(), (mod.__name__, hex(literal))
+    # the board answers INFO with the contract's payload
+    link = hw_link.HostLink(PARAMS, counter_width=20, board_id=2, clk_hz=5, divisor=3)
+    assert link.info == spec.info_payload(PARAMS, board_id=2, counter_width=20, clk_hz=5,
+                                          divisor=3)
+    info = spec.decode_info(link.info)
+    assert info["params"] == PARAMS and info["board"] == "ulx3s"
+    assert (info["protocol"], info["image_version"]) == (spec.LINK_PROTOCOL_VERSION,
+                                                         spec.IMAGE_VERSION)
+    members = dict(link.signature.members)
+    assert [n for n in members if n in spec.COUNTER_NAMES + spec.LINK_PE_COUNTER_NAMES] == [
+        *spec.COUNTER_NAMES, *spec.LINK_PE_COUNTER_NAMES]
+    Fragment.get(link, None)     # it elaborates with those ports
+
+
 def test_counter_ports_are_the_contract_names():
     dut = Accelerator(PARAMS, counter_width=16)
     members = dict(dut.signature.members)

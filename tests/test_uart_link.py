@@ -20,7 +20,11 @@ from amaranth.sim import Simulator
 
 from zeroskip.boards.tops import AcceleratorTop
 from zeroskip.hw.accel import Accelerator
-from zeroskip.hw.link import (
+from zeroskip.hw.link import HostLink, connect_accelerator
+from zeroskip.hw.uart import UARTRx, UARTTx, uart_divisor
+from zeroskip.sim.cases import random_inputs, random_model
+from zeroskip.sim.pysim import stream_get, stream_put
+from zeroskip.spec import (
     E_BAD_CRC,
     E_BAD_LENGTH,
     E_BUSY,
@@ -36,17 +40,12 @@ from zeroskip.hw.link import (
     T_LOAD,
     T_RESET,
     FrameParser,
-    HostLink,
-    connect_accelerator,
+    HwParams,
     decode_info,
     encode_frame,
 )
-from zeroskip.hw.uart import UARTRx, UARTTx, uart_divisor
-from zeroskip.sim.cases import random_inputs, random_model
-from zeroskip.sim.pysim import stream_get, stream_put
 from zeroskip.sw.image import encode_commands, load_commands
 from zeroskip.sw.pack import pack_model
-from zeroskip.sw.params import HwParams
 from zeroskip.sw.ref import run_model
 
 pytestmark = pytest.mark.sim

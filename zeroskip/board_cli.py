@@ -152,7 +152,7 @@ def cmd_info(args) -> int:
         print(json.dumps({**info, "params": params.as_dict()}, indent=2))
         return 0
     print(f"board        {info['board']} (link protocol {info['protocol']}, bitstream "
-          f"{info['bitstream_version']}, model format {info['format_version']})")
+          f"{info['bitstream_version']}, load image {info['image_version']})")
     print(f"clock        {info['clk_hz'] / 1e6:.2f} MHz, UART divisor {info['uart_divisor']}, "
           f"counters {info['counter_width']} bits, largest payload {info['max_payload']} B")
     print("params       " + ", ".join(f"{k}={v}" for k, v in params.as_dict().items()))
@@ -184,7 +184,7 @@ def _inputs(args, pm):
         if not args.inputs:
             raise _cli_error()("give an INPUTS .npy of uint8 codes or --dataset")
         from zeroskip.cli import _read_inputs
-        x = _read_inputs(args.inputs, pm.layers[0].q.in_features, False, pm.input_scale)
+        x = _read_inputs(args.inputs, pm.layers[0].q.in_size, False, pm.input_scale)
     if args.labels:
         try:
             labels = np.load(args.labels).reshape(-1)
@@ -237,7 +237,7 @@ def cmd_infer(args) -> int:
     cycles = [sum(lc.cycles for lc in predict(pm, v)) for v in x[: min(len(x), 64)]]
     mean_cycles = float(np.mean(cycles))
     clk = info["clk_hz"]
-    link = link_rates(pm.layers[0].q.in_features, pm.layers[-1].q.out_features, args.baud)
+    link = link_rates(pm.layers[0].q.in_size, pm.layers[-1].q.out_features, args.baud)
     agree = out == ref
     res = {
         "board": info["board"],

@@ -19,7 +19,6 @@ with a :class:`BoardError`.
 
 from __future__ import annotations
 
-import struct
 import time
 import zlib
 from collections import deque
@@ -27,8 +26,7 @@ from dataclasses import fields
 
 import numpy as np
 
-from zeroskip.hw.link import (
-    COUNTER_NAMES,
+from zeroskip.spec import (
     E_BAD_CRC,
     E_BAD_LENGTH,
     E_BUSY,
@@ -37,8 +35,13 @@ from zeroskip.hw.link import (
     E_TIMEOUT,
     E_UNKNOWN_TYPE,
     ERRORS,
-    LOAD_BYTES,
-    PROTOCOL_VERSION,
+    IMAGE_VERSION,
+    LINK_COMMANDS,
+    LINK_CRC_BYTES,
+    LINK_HEADER_BYTES,
+    LINK_LOAD_BYTES,
+    LINK_PROTOCOL_VERSION,
+    LINK_WORD_BYTES,
     RESPONSE,
     T_COMMIT,
     T_COUNTERS,
@@ -48,18 +51,20 @@ from zeroskip.hw.link import (
     T_LOAD,
     T_RESET,
     FrameParser,
+    HwParams,
+    decode_counters,
     decode_info,
+    encode_commit,
     encode_frame,
+    encode_load,
+    link_counter_words,
 )
 from zeroskip.sw.errors import ZeroskipError
 from zeroskip.sw.image import encode_commands, load_commands
 from zeroskip.sw.pack import PackedModel
-from zeroskip.sw.params import HwParams
 
 __all__ = ["Board", "BoardError", "cycle_bound", "params_diff", "link_rates"]
 
-_NAMES = {T_INFO: "INFO", T_LOAD: "LOAD", T_COMMIT: "COMMIT", T_INFER: "INFER",
-          T_COUNTERS: "COUNTERS", T_RESET: "RESET"}
 #: error codes worth a retry (the frame was damaged on the way, or the board was full)
 _TRANSIENT = (E_BAD_CRC, E_BAD_LENGTH, E_UNKNOWN_TYPE, E_BUSY, E_TIMEOUT)
 #: load words per LOAD frame (at most the board's max_payload / 8; short frames get through a
@@ -85,26 +90,32 @@ def params_diff(model: HwParams, board: HwParams) -> list[str]:
             and getattr(model, f.name) != getattr(board, f.name)]
 
 
-def cycle_bound(pm: PackedModel) -> int:
+#: bytes a frame adds to its payload (header and CRC)
+FRAME_OVERHEAD = LINK_HEADER_BYTES + LINK_CRC_BYTES
+
+
+def cycle_bound(pm: PackedModel, hw: HwParams | None = None) -> int:
     """The watchdog bound for ``pm``: cycles the accelerator may make the link wait in one run.
 
-    Per layer, every input broadcast once, every entry of the busiest PE issued once, every row
-    finalized and read out, with pipeline slack; doubled, plus a constant. A run of a
-    well-formed model stays far below it (its cycles are checked against it in the tests).
+    Twice the cycle model's count (:func:`zeroskip.sw.cycles.predict_layer`) of a run with
+    activation skipping off, every layer fed a map of nonzero codes (every column of every
+    receptive field scanned: the most work any input can cause), plus 1024. ``hw``: the board's
+    parameters (default the model's; ``fin_lanes`` changes the count). A run of a well-formed
+    model stays below it; the tests check the measured cycles against it.
     """
-    p = pm.params
+    from zeroskip.sw.cycles import predict_layer
+
     total = 0
-    for pl in pm.layers:
-        busiest = max(len(e) for e in pl.entries)
-        rows = -(-pl.q.out_features // p.pes)
-        total += pl.q.in_features + busiest + rows + pl.q.out_features + 64
+    for i, pl in enumerate(pm.layers):
+        ones = np.ones(pl.q.in_size, dtype=np.int64)
+        total += predict_layer(pm, i, ones, skip_zero_acts=False, hw=hw).cycles
     return 2 * total + 1024
 
 
-def link_rates(in_features: int, out_features: int, baud: float) -> dict:
+def link_rates(in_size: int, out_features: int, baud: float) -> dict:
     """Inferences/s the serial line allows at ``baud`` (8N1: 10 bits a byte), each way."""
-    up = 9 + in_features          # INFER frame
-    down = 9 + 4 * out_features   # RESULT frame
+    up = FRAME_OVERHEAD + in_size                          # INFER frame
+    down = FRAME_OVERHEAD + LINK_WORD_BYTES * out_features  # RESULT frame
     return {"bytes_to_board": up, "bytes_from_board": down,
             "inferences_per_s": baud / 10 / max(up, down)}
 
@@ -172,11 +183,12 @@ class Board:
             self.close()
             raise BoardError(f"{port}: cannot open the serial port ({exc})") from None
         # the longest frame a board sends: a RESULT of act_depth words (narrowed after INFO)
-        self._parser = FrameParser(max_len=4 * 1024)
+        self._parser = FrameParser(max_len=LINK_WORD_BYTES * 1024)
         self._inbox: deque = deque()
         self._seq = 0
         self._info = None
         self._model: PackedModel | None = None
+        self._bound = 0
         #: load the model again when the board says it has none (it was reset)
         self.auto_reload = True
         self.stats = {"sent": 0, "retries": 0, "timeouts": 0, "bad_frames": 0, "errors": {},
@@ -243,13 +255,14 @@ class Board:
     def _command(self, typ: int, payload: bytes = b"", answer_len: int = 0) -> bytes:
         """Send one command and wait for its answer (retrying); its payload."""
         seq = self._next_seq()
-        what = _NAMES[typ]
+        what = LINK_COMMANDS[typ]
         last, last_code = "no answer", None
         for attempt in range(self.retries):
             if attempt:
                 self.stats["retries"] += 1
             self._send(typ, seq, payload)
-            deadline = time.monotonic() + self._wait_time(len(payload) + answer_len + 18)
+            deadline = time.monotonic() + self._wait_time(len(payload) + answer_len
+                                                          + 2 * FRAME_OVERHEAD)
             for rtype, rseq, rpay in self._frames(deadline):
                 if rseq != seq or rtype not in (typ | RESPONSE, T_ERROR):
                     self.stats["stale"] += 1
@@ -282,11 +295,15 @@ class Board:
                 info = decode_info(pay)
             except ValueError as exc:
                 raise BoardError(f"INFO: {exc}") from None
-            if info["protocol"] != PROTOCOL_VERSION:
+            if info["protocol"] != LINK_PROTOCOL_VERSION:
                 raise BoardError(f"the board speaks link protocol {info['protocol']}, this "
-                                 f"host {PROTOCOL_VERSION}: flash a current bitstream")
+                                 f"host {LINK_PROTOCOL_VERSION}: flash a current bitstream")
+            if info["image_version"] != IMAGE_VERSION:
+                raise BoardError(f"the board decodes load image version "
+                                 f"{info['image_version']}, this host writes {IMAGE_VERSION}: "
+                                 "flash a current bitstream")
             self._info = info
-            self._parser.max_len = max(4 * info["params"].act_depth, len(pay))
+            self._parser.max_len = max(LINK_WORD_BYTES * info["params"].act_depth, len(pay))
         return self._info
 
     def reset(self) -> None:
@@ -298,13 +315,11 @@ class Board:
         """The accelerator's counters of the last run (``cycles``, ``useful_macs``, ...,
         ``pe_busy``)."""
         pes = self.info()["params"].pes
-        pay = self._command(T_COUNTERS, answer_len=4 * (4 + pes))
-        words = struct.unpack(f"<{len(pay) // 4}I", pay)
-        if len(words) != len(COUNTER_NAMES) + pes:
-            raise BoardError(f"COUNTERS: {len(words)} words, expected {len(COUNTER_NAMES) + pes}")
-        out = dict(zip(COUNTER_NAMES, words))
-        out["pe_busy"] = list(words[len(COUNTER_NAMES):])
-        return out
+        pay = self._command(T_COUNTERS, answer_len=LINK_WORD_BYTES * link_counter_words(pes))
+        try:
+            return decode_counters(pay, pes)
+        except ValueError as exc:
+            raise BoardError(f"COUNTERS: {exc}") from None
 
     def check_model(self, pm: PackedModel) -> None:
         """:class:`BoardError` (one line naming the fields) if ``pm`` was packed for other
@@ -320,14 +335,14 @@ class Board:
         """Load raw load words (as :func:`zeroskip.sw.image.encode_commands` makes them) and
         COMMIT them with the watchdog ``bound``: RESET, LOAD frames, COMMIT. Tries the whole
         load again (up to 3 times) if the board's checksum differs (it was reset meanwhile)."""
-        blob = b"".join(int(w).to_bytes(LOAD_BYTES, "little") for w in words)
-        chunk = LOAD_BYTES * min(LOAD_CHUNK, self.info()["max_payload"] // LOAD_BYTES)
+        blob = encode_load(words)
+        chunk = LINK_LOAD_BYTES * min(LOAD_CHUNK, self.info()["max_payload"] // LINK_LOAD_BYTES)
         for attempt in range(3):
             self._command(T_RESET)
             for k in range(0, len(blob), chunk):
                 self._command(T_LOAD, blob[k:k + chunk])
             try:
-                self._command(T_COMMIT, struct.pack("<II", zlib.crc32(blob), bound))
+                self._command(T_COMMIT, encode_commit(zlib.crc32(blob), bound))
                 return
             except BoardError as exc:
                 if exc.code != E_CHECKSUM or attempt == 2:
@@ -337,11 +352,13 @@ class Board:
     def load(self, pm: PackedModel) -> None:
         """Check that ``pm`` fits the board, load it and verify the board's checksum."""
         self.check_model(pm)
-        self.load_words(encode_commands(pm.params, load_commands(pm)), cycle_bound(pm))
+        self._bound = cycle_bound(pm, self.info()["params"])
+        self.load_words(encode_commands(pm.params, load_commands(pm)), self._bound)
         self._model = pm
 
     def infer(self, x, progress=None, window: int = 2) -> np.ndarray:
-        """Run every row of ``x`` (uint8 codes, ``(N, in_features)``) through the loaded model;
+        """Run every row of ``x`` (uint8 codes, ``(N, in_size)``: a CNN's whole input map in
+        CHW order) through the loaded model;
         the ``(N, out_features)`` int32 outputs in the model's row order.
 
         Up to ``window`` inputs are in flight (the board buffers two), so the next input
@@ -352,8 +369,8 @@ class Board:
         if pm is None:
             raise BoardError("no model loaded: call load() first")
         x = np.asarray(x)
-        if x.ndim != 2 or x.shape[1] != pm.layers[0].q.in_features:
-            raise BoardError(f"inputs must be (N, {pm.layers[0].q.in_features}) codes, "
+        if x.ndim != 2 or x.shape[1] != pm.layers[0].q.in_size:
+            raise BoardError(f"inputs must be (N, {pm.layers[0].q.in_size}) codes, "
                              f"not {x.shape}")
         if x.size and (x.min() < 0 or x.max() > 255):
             raise BoardError("inputs must be uint8 codes (0..255)")
@@ -364,7 +381,7 @@ class Board:
         pending: dict[int, list] = {}    # seq -> [index, tries, deadline]
         nxt = 0
         n_done = 0
-        wait = self._wait_time(len(x[0]) + 4 * out_f + 18)
+        wait = self._wait_time(len(x[0]) + LINK_WORD_BYTES * out_f + 2 * FRAME_OVERHEAD)
         reloads = 0
 
         def send(seq, i):
@@ -383,7 +400,7 @@ class Board:
                     self.stats["stale"] += 1
                     continue
                 i = pending[rseq][0]
-                if rtype == T_INFER | RESPONSE and len(rpay) == 4 * out_f:
+                if rtype == T_INFER | RESPONSE and len(rpay) == LINK_WORD_BYTES * out_f:
                     results[i] = np.frombuffer(rpay, dtype="<i4")
                     done[i] = True
                     n_done += 1
@@ -414,7 +431,8 @@ class Board:
                 if reloads > self.retries:
                     raise BoardError(f"INFER: the board lost its model {reloads} times")
                 self.stats["reloads"] += 1
-                self.load_words(encode_commands(pm.params, load_commands(pm)), cycle_bound(pm))
+                self._bound = self._bound or cycle_bound(pm, self.info()["params"])
+                self.load_words(encode_commands(pm.params, load_commands(pm)), self._bound)
                 now = time.monotonic()
                 for seq, v in pending.items():
                     send(seq, v[0])

@@ -20,12 +20,15 @@ Words (all LSB first; ``docs/hardware.md`` and ``docs/format.md`` print the same
 :data:`CFG_FLAGS_WORD`      the configuration flags register: ``skip_zero_acts``
 :func:`load_layout`         one load command: ``data``, ``addr``, ``pe``, ``mem``
 :data:`COUNTER_NAMES`       the accelerator's scalar counters (then the per-PE ones)
-host link v1                :data:`LINK_CMD_LOAD` etc., :func:`encode_load`, ...
+host link (protocol 2)      frame types :data:`T_INFO` ..., error codes :data:`ERRORS`, the
+                            INFO payload, :func:`encode_frame`, :class:`FrameParser`, ...
 ==========================  ==============================================================
 """
 
 from __future__ import annotations
 
+import struct
+import zlib
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -55,9 +58,15 @@ __all__ = [
     "DESC_PH_LAST", "DESC_G_OUT", "DESC_HW_LAST", "DESC_GEOMETRY",
     # counters
     "COUNTER_NAMES", "PE_COUNTER_NAMES", "LINK_PE_COUNTER_NAMES",
-    # host link v1
-    "LINK_CMD_LOAD", "LINK_CMD_ACT", "LINK_CMD_COUNTERS", "LINK_LOAD_BYTES", "LINK_WORD_BYTES",
-    "link_counter_words", "encode_load", "encode_acts", "decode_words", "decode_counters",
+    # host link, protocol version 2
+    "LINK_PROTOCOL_VERSION", "IMAGE_VERSION", "BITSTREAM_VERSION", "LINK_SYNC", "LINK_CRC_POLY",
+    "LINK_HEADER_BYTES", "LINK_CRC_BYTES", "LINK_LOAD_BYTES", "LINK_WORD_BYTES",
+    "LINK_COMMIT_BYTES", "T_INFO", "T_LOAD", "T_COMMIT", "T_INFER", "T_COUNTERS", "T_RESET",
+    "LINK_COMMANDS", "RESPONSE", "T_ERROR", "E_BAD_CRC", "E_BAD_LENGTH", "E_UNKNOWN_TYPE",
+    "E_NOT_LOADED", "E_BUSY", "E_CHECKSUM", "E_WATCHDOG", "E_BAD_MODEL", "E_TIMEOUT", "ERRORS",
+    "BOARD_IDS", "LINK_INFO_FIELDS", "link_max_payload", "link_counter_words", "info_payload",
+    "decode_info", "encode_frame", "encode_load", "encode_commit", "decode_words",
+    "decode_counters", "FrameParser",
 ]
 
 
@@ -373,44 +382,128 @@ def load_layout(params: HwParams) -> data.StructLayout:
 COUNTER_NAMES = ("cycles", "useful_macs", "entries", "skipped_acts")
 #: The accelerator's per-PE counters (``Out(counter_width).array(pes)`` ports).
 PE_COUNTER_NAMES = ("pe_busy", "pe_stall")
-#: The per-PE counters the host link v1 sends after :data:`COUNTER_NAMES`.
+#: The per-PE counters the host link's COUNTERS response sends after :data:`COUNTER_NAMES`.
 LINK_PE_COUNTER_NAMES = ("pe_busy",)
 
 
-# ---- host link v1 (hw/link.py): command bytes and word formats
+# ---- host link, protocol version 2 (hw/link.py; docs/boards.md is the full specification)
+#
+# Every frame, both ways:  LINK_SYNC  type  seq  len_lo len_hi  payload  crc0..crc3
+# ``crc`` is zlib's CRC-32 (reflected polynomial LINK_CRC_POLY, initial value and final XOR
+# 0xFFFFFFFF) of ``type, seq, len_lo, len_hi, payload``, least significant byte first. The board
+# answers every command with one frame of the same ``seq``: ``type | RESPONSE`` (with a payload
+# for INFO, COUNTERS and INFER) or ``T_ERROR`` (payload: the error code, the command's type).
 
-LINK_CMD_LOAD = ord("L")       # + LINK_LOAD_BYTES bytes: one load word, little-endian
-LINK_CMD_ACT = ord("A")        # + 1 byte: one act_in transfer
-LINK_CMD_COUNTERS = ord("C")   # the counters come back
-LINK_LOAD_BYTES = 8
-LINK_WORD_BYTES = 4            # board to host: little-endian words of this many bytes
+#: The link protocol this module describes (INFO reports the board's).
+LINK_PROTOCOL_VERSION = 2
+#: The load image's layout (:func:`load_layout`, the descriptor fields above) a board decodes:
+#: 2 since the layer descriptors carry the convolution geometry (``DESC_FIELD_BITS = 5``).
+IMAGE_VERSION = 2
+#: Bumped when a board top changes in a way a host can see (INFO reports it).
+BITSTREAM_VERSION = 1
+LINK_SYNC = 0xA5
+LINK_CRC_POLY = 0xEDB88320
+LINK_HEADER_BYTES = 5          # sync, type, seq, len_lo, len_hi
+LINK_CRC_BYTES = 4
+LINK_LOAD_BYTES = 8            # one load word in a LOAD payload, little-endian
+LINK_WORD_BYTES = 4            # results and counters: little-endian words of this many bytes
+LINK_COMMIT_BYTES = 8          # COMMIT payload: CRC-32 of the load words, watchdog bound (u32)
+#: The command types (host to board).
+T_INFO, T_LOAD, T_COMMIT, T_INFER, T_COUNTERS, T_RESET = 1, 2, 3, 4, 5, 6
+LINK_COMMANDS = {T_INFO: "INFO", T_LOAD: "LOAD", T_COMMIT: "COMMIT", T_INFER: "INFER",
+                 T_COUNTERS: "COUNTERS", T_RESET: "RESET"}
+#: A successful response's type is the command's type | RESPONSE.
+RESPONSE = 0x80
+T_ERROR = 0xFF
+#: The error codes of a ``T_ERROR`` frame.
+E_BAD_CRC, E_BAD_LENGTH, E_UNKNOWN_TYPE, E_NOT_LOADED = 1, 2, 3, 4
+E_BUSY, E_CHECKSUM, E_WATCHDOG, E_BAD_MODEL, E_TIMEOUT = 5, 6, 7, 8, 9
+ERRORS = {
+    E_BAD_CRC: "bad CRC",
+    E_BAD_LENGTH: "bad length",
+    E_UNKNOWN_TYPE: "unknown type",
+    E_NOT_LOADED: "no verified model loaded",
+    E_BUSY: "busy (both input buffers full)",
+    E_CHECKSUM: "model checksum mismatch",
+    E_WATCHDOG: "watchdog: the run exceeded the model's cycle bound",
+    E_BAD_MODEL: "the loaded descriptors are out of range",
+    E_TIMEOUT: "frame incomplete (the line went quiet in the middle of it)",
+}
+#: INFO's board identifier.
+BOARD_IDS = {0: "generic", 1: "icebreaker", 2: "ulx3s"}
+#: The INFO payload's head (then ``n_params`` little-endian u32, the :class:`HwParams` fields
+#: in declaration order).
+LINK_INFO_FIELDS = ("protocol", "image_version", "board_id", "bitstream_version",
+                    "counter_width", "n_params", "max_payload", "clk_hz", "uart_divisor")
+_INFO_HEAD = struct.Struct("<BBBBBBHII")
+
+
+def link_max_payload(params: HwParams) -> int:
+    """Largest payload a board takes (one input buffer): ``act_depth`` bytes, at least 64."""
+    return max(params.act_depth, 64)
 
 
 def link_counter_words(pes: int) -> int:
-    """Words one ``'C'`` sends back."""
+    """Words of a COUNTERS response: :data:`COUNTER_NAMES`, then
+    :data:`LINK_PE_COUNTER_NAMES` per PE."""
     return len(COUNTER_NAMES) + len(LINK_PE_COUNTER_NAMES) * pes
 
 
+def info_payload(params: HwParams, *, board_id: int, counter_width: int, clk_hz: int,
+                 divisor: int) -> bytes:
+    """The INFO response's payload."""
+    values = [getattr(params, f.name) for f in fields(HwParams)]
+    head = _INFO_HEAD.pack(LINK_PROTOCOL_VERSION, IMAGE_VERSION, board_id, BITSTREAM_VERSION,
+                           counter_width, len(values), link_max_payload(params), int(clk_hz),
+                           divisor)
+    return head + struct.pack(f"<{len(values)}I", *values)
+
+
+def decode_info(payload: bytes) -> dict[str, Any]:
+    """The fields of an INFO payload (:data:`LINK_INFO_FIELDS` but ``n_params``, ``board``
+    the name, ``params`` a :class:`HwParams`); ``ValueError`` if it is malformed."""
+    if len(payload) < _INFO_HEAD.size:
+        raise ValueError(f"INFO payload of {len(payload)} bytes is too short")
+    head = dict(zip(LINK_INFO_FIELDS, _INFO_HEAD.unpack_from(payload)))
+    n = head.pop("n_params")
+    names = [f.name for f in fields(HwParams)]
+    if len(payload) != _INFO_HEAD.size + 4 * n or n != len(names):
+        raise ValueError(f"INFO payload has {n} parameter fields, this host knows {len(names)}")
+    values = struct.unpack_from(f"<{n}I", payload, _INFO_HEAD.size)
+    try:
+        params = HwParams(**dict(zip(names, values)))
+    except ParamError as exc:
+        raise ValueError(f"INFO parameters are out of range ({exc})") from None
+    return {**head, "board": BOARD_IDS.get(head["board_id"], f"unknown({head['board_id']})"),
+            "params": params}
+
+
+def encode_frame(typ: int, seq: int, payload: bytes = b"") -> bytes:
+    """One frame: sync, type, seq, length, payload, CRC-32 (LE)."""
+    if not 0 <= typ <= 255 or not 0 <= seq <= 255:
+        raise ValueError(f"type {typ} and seq {seq} must be bytes")
+    if len(payload) > 0xFFFF:
+        raise ValueError(f"payload of {len(payload)} bytes does not fit the 16-bit length")
+    body = bytes([typ, seq]) + len(payload).to_bytes(2, "little") + bytes(payload)
+    return bytes([LINK_SYNC]) + body + zlib.crc32(body).to_bytes(LINK_CRC_BYTES, "little")
+
+
 def encode_load(words: Iterable[int]) -> bytes:
-    """``'L'`` commands for ``load`` words (e.g. from :func:`zeroskip.sw.image.encode_commands`)."""
+    """A LOAD payload (or several, concatenated): ``load`` words (e.g. from
+    :func:`zeroskip.sw.image.encode_commands`), :data:`LINK_LOAD_BYTES` each, little-endian."""
     out = bytearray()
     for w in words:
         w = int(w)
         if not 0 <= w < 1 << (8 * LINK_LOAD_BYTES):
             raise ValueError(f"load word {w:#x} does not fit {LINK_LOAD_BYTES} bytes")
-        out += bytes([LINK_CMD_LOAD]) + w.to_bytes(LINK_LOAD_BYTES, "little")
+        out += w.to_bytes(LINK_LOAD_BYTES, "little")
     return bytes(out)
 
 
-def encode_acts(codes: Iterable[int]) -> bytes:
-    """``'A'`` commands for one input vector of uint8 codes."""
-    out = bytearray()
-    for a in codes:
-        a = int(a)
-        if not 0 <= a <= 255:
-            raise ValueError(f"activation code {a} is not a uint8")
-        out += bytes([LINK_CMD_ACT, a])
-    return bytes(out)
+def encode_commit(model_crc: int, bound: int) -> bytes:
+    """A COMMIT payload: the CRC-32 of every LOAD payload byte since the last RESET or COMMIT,
+    and the watchdog bound (cycles)."""
+    return struct.pack("<II", model_crc, bound)
 
 
 def decode_words(data: bytes, signed: bool = True) -> list[int]:
@@ -423,7 +516,7 @@ def decode_words(data: bytes, signed: bool = True) -> list[int]:
 
 
 def decode_counters(data: bytes, pes: int) -> dict[str, Any]:
-    """The answer to ``'C'``: ``{"cycles", "useful_macs", "entries", "skipped_acts",
+    """A COUNTERS payload: ``{"cycles", "useful_macs", "entries", "skipped_acts",
     "pe_busy": [...]}``."""
     words = decode_words(data, signed=False)
     if len(words) != link_counter_words(pes):
@@ -434,3 +527,49 @@ def decode_counters(data: bytes, pes: int) -> dict[str, Any]:
         out[name] = words[k:k + pes]
         k += pes
     return out
+
+
+class FrameParser:
+    """Host-side frame receiver: :meth:`feed` bytes, get ``(type, seq, payload)`` tuples.
+
+    Bytes before a sync byte are skipped; a frame with a bad CRC (or a length above
+    ``max_len``) is dropped and counted in ``bad_frames``; after it the parser hunts again from
+    the byte after that frame's sync byte, so a false sync inside garbage costs nothing.
+    """
+
+    def __init__(self, max_len: int = 0xFFFF):
+        self.buf = bytearray()
+        self.max_len = max_len
+        self.bad_frames = 0
+        self.skipped = 0
+
+    def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
+        self.buf += data
+        out = []
+        while True:
+            k = self.buf.find(LINK_SYNC)
+            if k < 0:
+                self.skipped += len(self.buf)
+                self.buf.clear()
+                return out
+            if k:
+                self.skipped += k
+                del self.buf[:k]
+            if len(self.buf) < LINK_HEADER_BYTES:
+                return out
+            n = int.from_bytes(self.buf[3:5], "little")
+            if n > self.max_len:
+                self.bad_frames += 1
+                del self.buf[:1]
+                continue
+            end = LINK_HEADER_BYTES + n + LINK_CRC_BYTES
+            if len(self.buf) < end:
+                return out
+            body = bytes(self.buf[1:LINK_HEADER_BYTES + n])
+            crc = int.from_bytes(self.buf[LINK_HEADER_BYTES + n:end], "little")
+            if zlib.crc32(body) != crc:
+                self.bad_frames += 1
+                del self.buf[:1]
+                continue
+            out.append((body[0], body[1], body[4:]))
+            del self.buf[:end]
