@@ -19,7 +19,7 @@ name says. See ``docs/compression.md``.
 * :mod:`.global_prune`: progressive global neuron pruning with per-layer de-biased scores
 * :mod:`.distill`: knowledge distillation loss (Hinton 2015)
 * :mod:`.sharing`: k-means weight sharing + centroid fine-tuning (Deep Compression)
-* :mod:`.ternary`: ternary weight networks (TWN)
+* :mod:`.ternary`: ternary weight networks (TWN) and trained ternary quantization (TTQ)
 * :mod:`.huffman`: canonical Huffman codes
 * :mod:`.report`: per-layer Deep Compression style storage report
 * :mod:`.lowrank`: truncated SVD of Linear layers
@@ -37,7 +37,7 @@ from .schedule import SCHEDULES, iterative_prune, sparsity_schedule
 from .selection import global_keep, normalize_scores, select_keep
 from .sharing import Codebook, finetune_centroids, share_weights, snap_int8
 from .structured import CRITERIA, bn_l1_penalty, prune_structured, remove_units, unit_scores
-from .ternary import ternarize, train_ternary
+from .ternary import ternarize, train_ternary, train_ttq
 
 __all__ = [
     "distillation_loss", "soft_target_loss",
@@ -52,5 +52,5 @@ __all__ = [
     "SCHEDULES", "iterative_prune", "sparsity_schedule",
     "Codebook", "finetune_centroids", "share_weights", "snap_int8",
     "CRITERIA", "bn_l1_penalty", "prune_structured", "remove_units", "unit_scores",
-    "ternarize", "train_ternary",
+    "ternarize", "train_ternary", "train_ttq",
 ]

@@ -1,10 +1,18 @@
-"""Ternary weights: Ternary Weight Networks (Li & Liu 2016).
+"""Ternary weights: Ternary Weight Networks (Li & Liu 2016) and Trained Ternary Quantization
+(Zhu, Han, Mao & Dally 2017).
 
 Each chosen layer's weights become ``alpha * {-1, 0, +1}`` with the threshold
 ``delta = t * mean|W|`` (``t = 0.7`` approximates the optimal threshold for Gaussian weights) and
 the scale ``alpha = mean(|W| where |W| > delta)``. :func:`train_ternary` trains with a
 straight-through estimator: full-precision shadow weights receive the gradients computed with
 the ternary weights, and are ternarized again for every forward pass.
+
+TTQ (:func:`train_ttq`, :class:`TTQWeight`) learns two scales per layer instead: the weights
+become ``{-W_n, 0, +W_p}`` with the threshold ``delta = t * max|W|`` of the shadow weights
+(``t = 0.05`` in the paper). ``W_p`` and ``W_n`` are parameters: the gradient of ``W_p`` is the
+sum of the gradients of the weights quantized to ``+W_p``, that of ``W_n`` minus the sum over
+those quantized to ``-W_n``; a shadow weight receives its ternary weight's gradient scaled by
+``W_p`` (positive part), ``W_n`` (negative part) or 1 (the zero part).
 
 In the integer pipeline a ternary layer is an int8 layer with the codes ``{-127, 0, 127}`` (per
 tensor scale ``alpha / 127``), or a 2-bit codebook ``{0, -alpha, +alpha}``; weights already
@@ -21,7 +29,8 @@ from ..prune import register_parametrization, remove_parametrizations
 from ..train import train
 from .graph import plain_weight, weight_layers
 
-__all__ = ["ternarize_tensor", "ternarize", "train_ternary", "TernaryWeight"]
+__all__ = ["ternarize_tensor", "ternarize", "train_ternary", "TernaryWeight", "TTQWeight",
+           "train_ttq"]
 
 
 def ternarize_tensor(w: torch.Tensor, t: float = 0.7) -> tuple[torch.Tensor, float, float]:
@@ -110,3 +119,76 @@ def train_ternary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs:
                 remove_parametrizations(wl[n], "weight", leave_parametrized=False)
                 wl[n].weight.mul_(mask)
     return ternarize(model, names, t)
+
+
+class _TTQ(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, w, wp, wn, t):
+        delta = t * w.detach().abs().max()
+        pos = w.detach() > delta
+        neg = w.detach() < -delta
+        ctx.save_for_backward(pos, neg, wp, wn)
+        return wp * pos.to(w.dtype) - wn * neg.to(w.dtype)
+
+    @staticmethod
+    def backward(ctx, g):
+        pos, neg, wp, wn = ctx.saved_tensors
+        posf, negf = pos.to(g.dtype), neg.to(g.dtype)
+        zero = 1.0 - posf - negf
+        gw = g * (wp.detach() * posf + wn.detach() * negf + zero)
+        return gw, (g * posf).sum().reshape(wp.shape), -(g * negf).sum().reshape(wn.shape), None
+
+
+class TTQWeight(nn.Module):
+    """The parametrization of trained ternary quantization: the forward pass sees
+    ``+wp`` where the masked shadow weight is above ``t * max|w|``, ``-wn`` where it is below
+    minus that, 0 elsewhere; ``wp`` and ``wn`` are trainable parameters of this module
+    (initialized to the mean magnitude of the shadow weights above the threshold, on each
+    side). ``mask`` keeps weights that were zero when training started at zero."""
+
+    def __init__(self, w: torch.Tensor, mask: torch.Tensor, t: float):
+        super().__init__()
+        if not 0 < t < 1:
+            raise ZeroskipError(f"TTQ threshold factor must be in (0, 1), not {t!r}")
+        self.register_buffer("mask", mask.detach().clone())
+        self.t = float(t)
+        wm = (w * mask).detach()
+        delta = self.t * float(wm.abs().max())
+        pos, neg = wm[wm > delta], -wm[wm < -delta]
+        self.wp = nn.Parameter(torch.tensor(float(pos.mean()) if pos.numel() else delta,
+                                            dtype=w.dtype))
+        self.wn = nn.Parameter(torch.tensor(float(neg.mean()) if neg.numel() else delta,
+                                            dtype=w.dtype))
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return _TTQ.apply(w * self.mask, self.wp, self.wn, self.t)
+
+
+def train_ttq(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 2,
+              lr: float = 5e-4, batch_size: int = 64, t: float = 0.05,
+              layers: list[str] | None = None, loss_fn=None, seed: int = 0,
+              progress: bool = False, train_options: dict | None = None
+              ) -> dict[str, tuple[float, float]]:
+    """Trained ternary quantization in place (:class:`TTQWeight` on the chosen layers,
+    every layer by default, trained with :func:`zeroskip.sw.train.train` and
+    ``train_options``); leaves each layer's weight with exactly the values
+    ``{-W_n, 0, +W_p}`` (the ternary weights of the last forward pass). Weights that are zero
+    when training starts stay zero. Returns ``{layer: (W_p, W_n)}``."""
+    if not 0 < t < 1:
+        raise ZeroskipError(f"TTQ threshold factor must be in (0, 1), not {t!r}")
+    wl, names = _names(model, layers)
+    with torch.no_grad():
+        for n in names:
+            w = plain_weight(wl[n])
+            register_parametrization(wl[n], "weight", TTQWeight(w, (w != 0).to(w.dtype), t))
+    out = {}
+    try:
+        train(model, x, y, epochs=epochs, lr=lr, batch_size=batch_size, loss_fn=loss_fn,
+              seed=seed, progress=progress, desc="TTQ training", **(train_options or {}))
+    finally:
+        with torch.no_grad():
+            for n in names:
+                q = wl[n].parametrizations.weight[0]
+                out[n] = (float(q.wp.detach()), float(q.wn.detach()))
+                remove_parametrizations(wl[n], "weight", leave_parametrized=True)
+    return out

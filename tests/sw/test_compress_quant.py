@@ -23,12 +23,13 @@ from zeroskip.sw.compress import (
     svd_linear,
     ternarize,
     train_ternary,
+    train_ttq,
 )
 from zeroskip.sw.compress.huffman import code_lengths
 from zeroskip.sw.compress.lowrank import choose_rank
 from zeroskip.sw.compress.report import weight_codes
 from zeroskip.sw.compress.sharing import SharingError, kmeans_1d
-from zeroskip.sw.compress.ternary import ternarize_tensor
+from zeroskip.sw.compress.ternary import TTQWeight, ternarize_tensor
 from zeroskip.sw.errors import ZeroskipError
 from zeroskip.sw.models import digits_cnn, digits_mlp
 from zeroskip.sw.pack import pack_layer
@@ -151,6 +152,65 @@ def test_ternary_training(digits, mlp):
     m2 = copy.deepcopy(mlp)
     ternarize(m2)
     assert torch.unique(m2[1].weight).numel() <= 3
+
+
+def test_ttq_gradients_of_the_learned_scales_and_shadow_weights():
+    """The scales get the summed gradients of their weights (W_n with a minus sign), and a
+    shadow weight its ternary weight's gradient scaled by W_p, W_n or 1 (Zhu et al. 2017)."""
+    torch.manual_seed(0)
+    lin = nn.Linear(6, 4)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(4, 6))
+        lin.weight[0, 0] = 0.0            # pruned: masked, gets no gradient
+    mask = (lin.weight != 0).float()
+    q = TTQWeight(lin.weight, mask, t=0.3)
+    from zeroskip.sw.prune import register_parametrization
+    register_parametrization(lin, "weight", q)
+    with torch.no_grad():
+        q.wp.fill_(0.8)
+        q.wn.fill_(1.3)                   # asymmetric on purpose
+    x, r = torch.randn(5, 6), torch.randn(5, 4)
+    (lin(x) * r).sum().backward()
+    shadow = lin.parametrizations.weight.original
+    w = shadow.detach() * mask
+    delta = 0.3 * float(w.abs().max())
+    pos, neg = w > delta, w < -delta
+    # the same loss with a plain layer holding the ternary weights gives dL/dW_t
+    wt = (0.8 * pos.float() - 1.3 * neg.float()).requires_grad_(True)
+    (torch.nn.functional.linear(x, wt, lin.bias.detach()) * r).sum().backward()
+    g = wt.grad
+    assert pos.any() and neg.any() and (~pos & ~neg).any()
+    assert float(q.wp.grad) == pytest.approx(float(g[pos].sum()), rel=1e-5)
+    assert float(q.wn.grad) == pytest.approx(-float(g[neg].sum()), rel=1e-5)
+    scale = 0.8 * pos.float() + 1.3 * neg.float() + (~pos & ~neg).float()
+    assert torch.allclose(shadow.grad, g * scale * mask, atol=1e-6)
+    assert shadow.grad[0, 0] == 0
+    assert torch.unique(lin.weight.detach()).tolist() == pytest.approx([-1.3, 0.0, 0.8])
+
+
+def test_ttq_training_learns_scales_and_leaves_three_values(digits, mlp):
+    m = copy.deepcopy(mlp)
+    from zeroskip.sw.prune import magnitude_prune
+    magnitude_prune(m, 0.3)               # pruned weights must stay zero
+    mask = {n: (l.weight != 0) for n, l in m.named_modules() if isinstance(l, nn.Linear)}
+    init = {}
+    for n, layer in m.named_modules():
+        if isinstance(layer, nn.Linear):
+            q = TTQWeight(layer.weight.detach(), mask[n].float(), 0.05)
+            init[n] = (float(q.wp.detach()), float(q.wn.detach()))
+    scales = train_ttq(m, digits.x_train, digits.y_train, epochs=4, lr=1e-3, t=0.05)
+    assert set(scales) == set(init)
+    for n, layer in m.named_modules():
+        if isinstance(layer, nn.Linear):
+            wp, wn = scales[n]
+            vals = torch.unique(layer.weight.detach())
+            assert vals.numel() == 3, (n, vals)
+            assert vals.tolist() == pytest.approx([-wn, 0.0, wp])
+            assert wp != pytest.approx(init[n][0]) and wn != pytest.approx(init[n][1])
+            assert bool((layer.weight[~mask[n]] == 0).all())
+    assert evaluate(m, digits.x_test, digits.y_test) > 0.85
+    with pytest.raises(ZeroskipError, match="threshold"):
+        train_ttq(copy.deepcopy(mlp), digits.x_train, digits.y_train, t=1.5)
 
 
 # ----------------------------------------------------------------------------- report
