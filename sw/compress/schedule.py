@@ -70,6 +70,7 @@ def iterative_prune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, final_sp
                     loss_fn=None, x_val: torch.Tensor | None = None,
                     y_val: torch.Tensor | None = None, masks: Masks | None = None,
                     importance: str | WeightImportance = "magnitude",
+                    train_options: dict | None = None,
                     seed: int = 0, progress: bool = False) -> tuple[Masks, PruneHistory]:
     """Prune ``model`` in place along a schedule, fine-tuning after every round.
 
@@ -90,6 +91,8 @@ def iterative_prune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, final_sp
     importance : weight importance, a callable ``(layer, name) -> scores shaped like the
         weight`` or ``"magnitude"``.
     masks : accepted for compatibility; masks already attached to ``model`` are kept.
+    train_options : more keyword arguments of :func:`zeroskip.sw.train.train` for every
+        fine-tuning round (e.g. ``optimizer``, ``lr_schedule``, ``weight_decay``, ``augment``).
 
     Returns the :class:`~zeroskip.sw.prune.Masks` of the model and the history.
     """
@@ -110,7 +113,8 @@ def iterative_prune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, final_sp
         epochs = epochs_per_step + (final_epochs if t == len(targets) - 1 else 0)
         if epochs > 0:
             train(model, x, y, epochs=epochs, lr=lr, batch_size=batch_size, loss_fn=loss_fn,
-                  seed=seed + t, progress=progress, desc=f"prune {t + 1}/{len(targets)} s={s:.3f}")
+                  seed=seed + t, progress=progress, desc=f"prune {t + 1}/{len(targets)} s={s:.3f}",
+                  **(train_options or {}))
         if x_val is not None:
             rec["acc_finetuned"] = evaluate(model, x_val, y_val)
         history.rounds.append(rec)

@@ -93,12 +93,14 @@ class TernaryWeight(nn.Module):
 def train_ternary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs: int = 2,
                   lr: float = 5e-4, batch_size: int = 64, t: float = 0.7,
                   layers: list[str] | None = None, loss_fn=None, seed: int = 0,
-                  progress: bool = False) -> dict[str, float]:
+                  progress: bool = False, train_options: dict | None = None
+                  ) -> dict[str, float]:
     """Train with ternary weights in place (straight-through estimator,
     :class:`TernaryWeight`, with :func:`zeroskip.sw.train.train`) and leave the model
     ternary.
 
-    Weights that are zero when training starts (pruned) stay zero. Returns ``{layer: alpha}``.
+    Weights that are zero when training starts (pruned) stay zero; ``train_options`` are
+    more keyword arguments of :func:`zeroskip.sw.train.train`. Returns ``{layer: alpha}``.
     """
     if not t > 0:
         raise ZeroskipError(f"ternary threshold factor must be positive, not {t!r}")
@@ -110,7 +112,7 @@ def train_ternary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, epochs:
                 wl[n], "weight", TernaryWeight((w != 0).to(w.dtype), t))
     try:
         train(model, x, y, epochs=epochs, lr=lr, batch_size=batch_size, loss_fn=loss_fn,
-              seed=seed, progress=progress, desc="ternary training")
+              seed=seed, progress=progress, desc="ternary training", **(train_options or {}))
     finally:
         with torch.no_grad():
             for n in names:
