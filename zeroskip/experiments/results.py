@@ -1,16 +1,19 @@
 """Regenerate the compression results: ``docs/results.md``, ``docs/results.json``, ``docs/img/``.
 
 ``python -m zeroskip.experiments.results`` (what ``nox -s results`` runs) trains LeNet-300-100
-and LeNet-5 on Fashion-MNIST and applies every method of :mod:`zeroskip.sw.compress`;
-``--quick`` runs the same experiments on the 8x8 digits with small models in about a minute
-(a smoke test of this script, not a result). Progress bars go to stderr.
+and LeNet-5 on Fashion-MNIST by the recipes of :mod:`zeroskip.sw.baseline` and applies every
+method of :mod:`zeroskip.sw.compress` to those baselines; ``--quick`` runs the same
+experiments on the 8x8 digits with small models in about a minute (a smoke test of this
+script, not a result). Progress goes to stderr. Trained baselines and pruned models are cached
+by the hash of their inputs (:mod:`.cache`; ``ZEROSKIP_RESULTS_CACHE``, ``--no-cache``).
 
 Every record of ``results.json`` has ``model, dataset, method, params_kept_fraction, acc_dense,
 acc_final, compressed_bytes, dense_bytes, compression_ratio`` plus ``acc_stored`` (accuracy of
 the model exactly as the storage report codes it: int8 or codebook weights) and method details.
 ``compressed_bytes`` always comes from :func:`zeroskip.sw.compress.compression_report`
 (quantized weights + Huffman-coded codes and relative indices, tables, codebooks, scales and
-biases counted); ``dense_bytes`` is every parameter as float32.
+biases counted); ``dense_bytes`` is every parameter as float32. Each record also carries
+``baseline`` (its accuracies, recipe and cache key), ``seed`` and ``command``.
 """
 
 from __future__ import annotations
@@ -72,10 +75,10 @@ from .cache import ModelCache, source_hash, tensor_hash
 __all__ = ["main", "run"]
 
 FULL = dict(lr=1e-3, batch=128, ft_lr=0.01,
-            prune_steps=3, prune_epochs={"lenet300": 4, "lenet5": 3},
-            prune_final={"lenet300": 6, "lenet5": 3}, subset=20000, cmp_epochs=3,
+            prune_steps=3, prune_epochs={"lenet300": 6, "lenet5": 3},
+            prune_final={"lenet300": 10, "lenet5": 3}, subset=20000, cmp_epochs=3,
             gran_sparsities={"lenet300": (0.5, 0.7, 0.8, 0.9), "lenet5": (0.5, 0.8, 0.9)},
-            gran_epochs=2, hw_images=20, share_epochs=1,
+            gran_epochs=2, hw_images={"lenet300": 20, "lenet5": 5}, share_epochs=1,
             prog_fraction=0.15, prog_rounds=14, floor_drop=0.01, prog_seeds=(0, 1, 2),
             tern_epochs={"lenet300": 4, "lenet5": 2},
             slim_epochs=8, slim_l1=1e-3, slim_amount=0.5, slim_finetune=4,
@@ -84,7 +87,7 @@ QUICK = dict(lr=3e-3, batch=64, ft_lr=0.01,
              prune_steps=3, prune_epochs={"lenet300": 8, "lenet5": 8},
              prune_final={"lenet300": 4, "lenet5": 4}, subset=None, cmp_epochs=10,
              gran_sparsities={"lenet300": (0.5, 0.8), "lenet5": (0.5, 0.8)}, gran_epochs=4,
-             hw_images=5, share_epochs=4,
+             hw_images={"lenet300": 5, "lenet5": 5}, share_epochs=4,
              prog_fraction=0.2, prog_rounds=6, floor_drop=0.02, prog_seeds=(0, 1, 2),
              tern_epochs={"lenet300": 8, "lenet5": 8},
              slim_epochs=10, slim_l1=1e-3, slim_amount=0.5, slim_finetune=4,
@@ -343,10 +346,18 @@ def schedules(ctx, name, dense, acc_dense):
                    finetune_epochs=E, train_samples=int(x.shape[0]))
 
 
+# The hardware view's array: 8 PEs with the default timing parameters (index bits, FIFO,
+# finalize lanes); the memories are sized so that every model of the comparison fits (the
+# cycles do not depend on memory depths; a board's array is smaller, see docs/boards.md).
+HW_VIEW = HwParams(pes=8, entry_depth=1 << 17, ptr_depth=1 << 15, row_depth=1024,
+                   act_depth=1 << 14)
+
+
 def hardware_view(ctx, model, n_images):
-    """What the 8-PE array sees of ``model``: the packed model file's bytes and the cycle
-    model's mean cycles per image over the first ``n_images`` test images."""
-    params = HwParams(pes=8)
+    """What the 8-PE array (:data:`HW_VIEW`) sees of ``model``: the packed model file's
+    bytes and the cycle model's mean cycles per image over the first ``n_images`` test
+    images."""
+    params = HW_VIEW
     plain = remove_masks(copy.deepcopy(model))
     qm = quantize_model(plain, ctx.x_fit[:2000], params)
     pm = pack_model(qm, params)
@@ -378,7 +389,7 @@ def granularities(ctx, name, dense, acc_dense):
                   **ctx.finetune_options(name))
             ibits = sum(index_cost(mk, g, 4).bits for mk in masks.masks.values())
             ibits_elem = sum(index_cost(mk, "element", 4).bits for mk in masks.masks.values())
-            hw = hardware_view(ctx, m, c["hw_images"])
+            hw = hardware_view(ctx, m, c["hw_images"][name])
             rec, _ = ctx.record(name, f"granularity-{g}-{s}", m, dense, acc_dense,
                                 stored=False, granularity=g, sparsity=s,
                                 acc_pruned=round(acc_pruned, 4), finetune_epochs=E,
@@ -386,7 +397,7 @@ def granularities(ctx, name, dense, acc_dense):
                                 index_bits_4bit=ibits, index_bits_element_same_mask=ibits_elem,
                                 hw=hw)
             table.append(rec)
-    ctx.extra.setdefault("hw_dense", {})[name] = hardware_view(ctx, dense, c["hw_images"])
+    ctx.extra.setdefault("hw_dense", {})[name] = hardware_view(ctx, dense, c["hw_images"][name])
     return table
 
 
@@ -556,6 +567,7 @@ def run(dataset: str = "fashion-mnist", *, quick: bool = False, out: str = "docs
         cfg["prune_final"][name] = cfg["prune_final"][key]
         cfg["tern_epochs"][name] = cfg["tern_epochs"][key]
         cfg["gran_sparsities"][name] = cfg["gran_sparsities"][key]
+        cfg["hw_images"][name] = cfg["hw_images"][key]
         dense, acc_dense, base_key = ctx.baseline(key, name, factories[key])
         ctx.record(name, "dense", dense, dense, acc_dense)
         if "han" in only:
@@ -815,8 +827,10 @@ def render_markdown(result, quick=False) -> str:
                  + "`index bits` = relative-index bits (4-bit deltas, fillers included) to "
                  "address the kept groups; `element index bits` = the same mask addressed "
                  "weight by weight. `packed bytes` = the zeroskip model file for the 8-PE "
-                 "array; `cycles` = the cycle model's (`sw/cycles.py`) mean cycles per test "
-                 "image on 8 PEs.\n")
+                 "array (default timing parameters, memories sized to fit: `HW_VIEW` in "
+                 "`results.py`); `cycles` = the cycle model's (`sw/cycles.py`) mean cycles "
+                 f"per image over the first {(gr[0].get('hw') or {}).get('images', '-')} test "
+                 "images.\n")
         L.append("| granularity | sparsity | acc after pruning | acc after fine-tune | "
                  "acc val | index bits | element index bits | packed bytes | cycles |")
         L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -862,7 +876,8 @@ def render_markdown(result, quick=False) -> str:
         for model, runs in prog.items():
             for mode, hist in runs.items():
                 L.append(f"- {model} {mode}: " + " -> ".join(
-                    f"{h['params']} ({100 * h.get('acc_val', h.get('acc', 0)):.2f}%)" for h in hist))
+                    f"{h['params']} ({100 * h.get('acc_val', h.get('acc', 0)):.2f}%)"
+                    for h in hist))
         seeds = extra.get("progressive_seeds", {})
         for model, runs in seeds.items():
             L.append(f"\n{model}, over {len(runs.get('global', []))} seeds (each with its own "
