@@ -721,6 +721,31 @@ def _plots(result, img: Path):
         plt.close(fig)
 
 
+# the experiments each model runs, and the method prefix that shows a record of it
+_EXPERIMENT_PREFIX = {"han": "prune-iterative", "quant": "dense-int8", "schedules": "schedule-",
+                      "structured": "structured-", "progressive": "progressive-",
+                      "granularity": "granularity-", "slimming": "slimming-"}
+_MODEL_EXPERIMENTS = {
+    "lenet300": ("han", "quant", "schedules", "structured", "progressive", "granularity"),
+    "lenet5": ("han", "quant", "granularity", "slimming")}
+_LABELS = {"lenet300": ("lenet-300-100", "digits-mlp"), "lenet5": ("lenet-5", "digits-cnn")}
+
+
+def _missing_experiments(recs) -> dict:
+    """``{model: [experiments without a record]}`` for the models that have a dense record."""
+    out = {}
+    for key, exps in _MODEL_EXPERIMENTS.items():
+        for label in _LABELS[key]:
+            mine = [r["method"] for r in recs if r["model"].startswith(label)]
+            if "dense" not in mine:
+                continue
+            miss = [e for e in exps
+                    if not any(m.startswith(_EXPERIMENT_PREFIX[e]) for m in mine)]
+            if miss:
+                out[label] = miss
+    return out
+
+
 def _mean(v):
     return sum(v) / len(v) if v else 0.0
 
@@ -792,6 +817,11 @@ def render_markdown(result, quick=False) -> str:
     if extra.get("command"):
         L.append(f"Command: `{extra['command']}` (each record of `results.json` carries the "
                  "command, seed and baseline it came from).\n")
+    missing = _missing_experiments(recs)
+    if missing:
+        L.append("Not in these results (not yet run against these baselines): "
+                 + "; ".join(f"{m}: {', '.join(e)}" for m, e in missing.items())
+                 + " (`python -m zeroskip.experiments.results --only EXPERIMENTS --merge`).\n")
     L.append("## Targets\n")
     L.extend(_targets(recs, quick))
     L.append("\n## All experiments\n")
