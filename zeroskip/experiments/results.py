@@ -81,7 +81,7 @@ FULL = dict(lr=1e-3, batch=128, ft_lr=0.01,
             gran_epochs=2, hw_images={"lenet300": 20, "lenet5": 5}, share_epochs=1,
             prog_fraction=0.15, prog_rounds=14, floor_drop=0.01, prog_seeds=(0, 1, 2),
             tern_epochs={"lenet300": 4, "lenet5": 2},
-            slim_epochs=8, slim_l1=1e-3, slim_amount=0.5, slim_finetune=4,
+            slim_epochs=8, slim_l1=5e-3, slim_amount=0.5, slim_finetune=4,
             structured_amount=0.5)
 QUICK = dict(lr=3e-3, batch=64, ft_lr=0.01,
              prune_steps=3, prune_epochs={"lenet300": 8, "lenet5": 8},
