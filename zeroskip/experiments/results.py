@@ -625,14 +625,15 @@ def merge_results(old: dict, new: dict, only=None, models=None) -> dict:
     for k, v in new.get("extra", {}).items():
         if isinstance(v, dict) and isinstance(extra.get(k), dict):
             extra[k] = {**extra[k], **v}
-        elif k == "seconds":
+        elif k in ("seconds", "command", "cache"):
             pass
         elif k not in ("quick", "merged_runs"):
             extra[k] = v
     methods = sorted({r["method"] for r in new["records"] if r["method"] != "dense"})
     extra.setdefault("merged_runs", []).append(
         {"only": only or [], "models": models or sorted({r["model"] for r in new["records"]}),
-         "methods": methods, "seconds": new.get("extra", {}).get("seconds", 0)})
+         "methods": methods, "seconds": new.get("extra", {}).get("seconds", 0),
+         "command": new.get("extra", {}).get("command", "")})
     return {"records": recs, "extra": extra}
 
 
@@ -781,7 +782,7 @@ def render_markdown(result, quick=False) -> str:
         if not mr.get("methods"):
             continue
         L.append(f"The records {', '.join(mr.get('methods', []))} come from a later run of "
-                 f"the same script (`--only {','.join(mr['only'])}`, "
+                 f"the same script (`{mr.get('command') or '--only ' + ','.join(mr['only'])}`, "
                  f"{mr.get('seconds', 0):.0f} s) merged in with `--merge`/`--merge-from`"
                  f"{': ' + mr['note'] if mr.get('note') else ''}. That run starts from the "
                  "baselines of the same cache (its `acc dense` column shows the baseline it "
