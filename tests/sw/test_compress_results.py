@@ -76,6 +76,28 @@ def test_cli_errors(capsys):
     assert "Fashion-MNIST not found" in capsys.readouterr().err
 
 
+def test_merge_from_bad_files_is_one_line(tmp_path, capsys):
+    """A missing, garbled or foreign JSON file for ``--merge-from`` (or the results it merges
+    into) is one error line and status 1, and the output folder is not written."""
+    good = {"records": [rec("a", "dense")], "extra": {}}
+    (tmp_path / "new.json").write_text(json.dumps(good))
+    (tmp_path / "junk.json").write_text("{not json")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    out = tmp_path / "out"
+    out.mkdir()
+    cases = [(tmp_path / "missing.json", "does not exist"), (tmp_path / "junk.json", "not a"),
+             (tmp_path / "list.json", "no 'records'")]
+    for path, msg in cases:
+        (out / "results.json").write_text(json.dumps(good))
+        assert main(["--merge-from", str(path), "--out", str(out), "--no-plots"]) == 1
+        err = capsys.readouterr().err
+        assert msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    (out / "results.json").unlink()      # nothing to merge into
+    assert main(["--merge-from", str(tmp_path / "new.json"), "--out", str(out)]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == []
+
+
 def test_quick_run_records_baseline_seed_command_and_reuses_the_cache(tmp_path, monkeypatch):
     """``--quick`` end to end (digits MLP, pruning and progressive pruning over 3 seeds); the
     second run takes the baselines and the pruned model from the cache and gives the same

@@ -599,7 +599,7 @@ def run(dataset: str = "fashion-mnist", *, quick: bool = False, out: str = "docs
     result = {"records": ctx.records, "extra": _jsonable(ctx.extra)}
     old_path = outdir / "results.json"
     if merge and old_path.exists():
-        result = merge_results(json.loads(old_path.read_text()), result, sorted(only),
+        result = merge_results(_read_json(old_path, "--merge"), result, sorted(only),
                                list(models))
     (outdir / "results.json").write_text(json.dumps(result, indent=1) + "\n")
     if plots:
@@ -637,12 +637,24 @@ def merge_results(old: dict, new: dict, only=None, models=None) -> dict:
     return {"records": recs, "extra": extra}
 
 
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        obj = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ZeroskipError(f"{what}: {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ZeroskipError(f"{what}: {path} is not a readable results.json ({e})") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("records"), list):
+        raise ZeroskipError(f"{what}: {path} is not a results.json (no 'records' list)")
+    return obj
+
+
 def merge_file(new_path: str, out: str = "docs", plots: bool = True, note: str = "") -> dict:
     """Merge the ``results.json`` of a partial run into ``<out>/results.json`` and re-render
     ``results.md`` and the plots (what ``--merge-from`` does)."""
     outdir = Path(out)
-    old = json.loads((outdir / "results.json").read_text())
-    new = json.loads(Path(new_path).read_text())
+    old = _read_json(outdir / "results.json", "the results to merge into")
+    new = _read_json(Path(new_path), "--merge-from")
     merged_runs = new.get("extra", {}).get("merged_runs", [])
     only = merged_runs[-1]["only"] if merged_runs else None
     result = merge_results(old, new, only)
@@ -1041,7 +1053,11 @@ def main(argv=None) -> int:
                   file=sys.stderr)
             return 2
     if a.merge_from:
-        merge_file(a.merge_from, a.out, plots=not a.no_plots, note=a.note)
+        try:
+            merge_file(a.merge_from, a.out, plots=not a.no_plots, note=a.note)
+        except ZeroskipError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
         return 0
     command = " ".join(["python -m zeroskip.experiments.results",
                         *(shlex.quote(v) for v in (sys.argv[1:] if argv is None else argv))])
