@@ -15,10 +15,12 @@ import time
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge, Timer
 
 from zeroskip.sim.streams import StreamSink, StreamSource
 from zeroskip.spec import COUNTER_NAMES, PE_COUNTER_NAMES
+
+CLOCK_NS = 10        # the clock period (ns)
 
 
 def _read_counters(dut, pes: int) -> dict:
@@ -28,10 +30,13 @@ def _read_counters(dut, pes: int) -> dict:
     return c
 
 
-async def _wait_result(dut, max_cycles: int, poll: int = 16) -> None:
-    """Wait (cheaply, ``poll`` cycles at a time) until the first result is offered. Only the
-    latency of the read-out changes, not the counters (the read-out is not counted), and the
-    stream rule keeps the offered result valid until it is taken."""
+async def _wait_result(dut, max_cycles: int, poll: int = 16, max_poll: int = 512) -> None:
+    """Wait (cheaply) until the first result is offered: the first check after ``poll``
+    cycles, each later one after twice as many, up to ``max_poll``. A wait of ``n`` cycles is
+    one timer of ``n - 1/2`` clock periods and one rising edge (three Python wake-ups, not one
+    per cycle as with ``ClockCycles``), so a long convolution costs little Python time. Only
+    the latency of the read-out changes, not the counters (the read-out is not counted), and
+    the stream rule keeps the offered result valid until it is taken."""
     waited = 0
     while True:
         await ReadOnly()
@@ -39,8 +44,11 @@ async def _wait_result(dut, max_cycles: int, poll: int = 16) -> None:
             break
         if waited > max_cycles:
             raise AssertionError(f"no result after {max_cycles} cycles")
-        await ClockCycles(dut.clk, poll)
+        # from just after a rising edge to half a period before the poll-th next one
+        await Timer(poll * CLOCK_NS - CLOCK_NS // 2, unit="ns")
+        await RisingEdge(dut.clk)
         waited += poll
+        poll = min(2 * poll, max_poll)
     await RisingEdge(dut.clk)
 
 
@@ -79,7 +87,7 @@ async def run_job(dut):
     with open(os.environ["ZEROSKIP_JOB"]) as f:
         job = json.load(f)
     pes = job["pes"]
-    Clock(dut.clk, 10, unit="ns").start()
+    Clock(dut.clk, CLOCK_NS, unit="ns").start()
     dut.rst.value = 1
     dut.load__valid.value = 0
     dut.act_in__valid.value = 0
