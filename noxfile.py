@@ -6,7 +6,7 @@ install is skipped when a stamp file keyed by ``pyproject.toml`` and this file's
 says it is current. ``nox -s reinstall`` (or deleting ``.nox/zeroskip-env``) starts over.
 
 Sessions:
-    demo     the main job: ``zeroskip demo`` (digits MLP, pruned, on the Verilated RTL)
+    demo     the main job: ``zeroskip demo`` (digits CNN, pruned, on the Verilated RTL)
     tests    whole default pytest suite (RTL simulation included), ``pytest -n 2``
     sim      only the RTL simulation tests (``pytest -m sim``)
     build    bitstreams for every board (``python -m zeroskip.boards.build all``)

@@ -1,6 +1,7 @@
 """The ``zeroskip`` command.
 
     zeroskip demo                       train, prune, quantize, pack, run on the RTL, compare
+                                        (digits CNN; --model mlp; --dataset fashion-mnist)
     zeroskip pack MODEL -o FILE.zsk     pack a saved PyTorch model (or state_dict + --arch);
                                         --board icebreaker|ulx3s packs for a board
     zeroskip inspect FILE.zsk           layers, shapes, densities, bytes, encoding, board fit
@@ -509,7 +510,9 @@ def cmd_run(args) -> int:
           f"cycles per inference: mean {cycles.mean():.1f}, max {int(cycles.max())}")
     if labels is not None:
         acc = float((res.outputs.argmax(1) == labels).mean())
-        print(f"accuracy: {acc:.2%} on {len(labels)} labelled input(s)")
+        acc_ref = float((exp.argmax(1) == labels).mean())
+        print(f"accuracy: {acc:.2%} on {len(labels)} labelled input(s) (integer reference "
+              f"{acc_ref:.2%}{'' if acc == acc_ref else ': DIFFERENT'})")
     if args.compare_dense:
         dcyc = np.array([c["cycles"] for c in results[1].counters], dtype=np.float64)
         print(f"dense (same hardware, dense packing, no activation skipping): "
@@ -523,7 +526,8 @@ def cmd_run(args) -> int:
 def cmd_demo(args) -> int:
     from zeroskip.demo import run_demo
     return run_demo(images=args.images, sparsity=args.sparsity, pes=args.pes, seed=args.seed,
-                    quick=args.quick)
+                    quick=args.quick, dataset=args.dataset, model=args.model, load=args.load,
+                    dense_images=args.dense_images, out_dir=args.out_dir)
 
 
 _RUN_EPILOG = """\
@@ -560,13 +564,30 @@ def build_parser() -> argparse.ArgumentParser:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("demo", help="the whole flow on digits, through the Verilated RTL")
+    p = sub.add_parser("demo", help="the whole flow on digits (a CNN), through the Verilated "
+                                    "RTL")
+    p.add_argument("--dataset", default="digits", choices=["digits", "fashion-mnist"],
+                   help="digits (scikit-learn's, embedded; default) or fashion-mnist (when "
+                        "installed: LeNet-5)")
+    p.add_argument("--model", default=None,
+                   choices=["cnn", "mlp", "lenet5", "lenet5_classic"],
+                   help="digits: cnn (digits_cnn, default) or mlp (64-256-128-10); "
+                        "fashion-mnist: lenet5 (Caffe 20-50-500-10, default) or lenet5_classic")
+    p.add_argument("--load", default=None, metavar="STATE.pt",
+                   help="a trained (pruned) state_dict of the model: no training or pruning")
     p.add_argument("--images", type=int, default=None,
-                   help="test images run on the RTL (default: all)")
-    p.add_argument("--sparsity", type=float, default=0.9, help="weights pruned (default 0.9)")
+                   help="test images run on the RTL (default: all of digits' 450; 200 of "
+                        "Fashion-MNIST's)")
+    p.add_argument("--dense-images", type=int, default=None,
+                   help="images of the dense baseline run (default 16; 2 for LeNet-5)")
+    p.add_argument("--sparsity", type=float, default=None,
+                   help="weights pruned (default: 0.8 cnn, 0.9 mlp, 0.93 lenet5, 0.9 "
+                        "lenet5_classic; a CNN's first conv at most 0.5, its last layer 0.8)")
     p.add_argument("--pes", type=int, default=8, help="PEs (default 8)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="fewer epochs (for tests)")
+    p.add_argument("--out-dir", default="build/demo",
+                   help="where the packed model is written (default build/demo)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("pack", help="quantize and pack a saved PyTorch model")
