@@ -113,7 +113,8 @@ class HostLink(wiring.Component):
     pe_busy : ``In(counter_width).array(pes)``
         The accelerator's ports of the same names.
     accel_rst : ``Out(1)``
-        Resets the accelerator (one cycle, on RESET or when the watchdog expires).
+        Resets the accelerator: a register, high for one cycle after a RESET frame is checked
+        or the watchdog expires.
     watchdog : ``Out(1)``
         Pulses when the watchdog expires.
 
@@ -190,8 +191,11 @@ class HostLink(wiring.Component):
         assert LINK_LOAD_BYTES == 1 << lb_bits
 
         soft_rst = Signal()       # RESET command: accelerator, executor, transmitter
-        wd_fire = Signal()
-        m.d.comb += [self.accel_rst.eq(soft_rst | wd_fire), self.watchdog.eq(wd_fire)]
+        wd_fire = Signal()        # the watchdog expires (a decode of registers only)
+        # the accelerator's reset is a register (a cycle after the link's own state is
+        # cleared): no compare and no frame check drives its thousands of flip-flops' resets
+        m.d.sync += self.accel_rst.eq(soft_rst | wd_fire)
+        m.d.comb += self.watchdog.eq(wd_fire)
         resettable = []           # executor / transmitter registers cleared by soft_rst
 
         def reg(*args, **kwargs):
@@ -527,11 +531,21 @@ class HostLink(wiring.Component):
                 with m.If(x_hold):
                     m.d.comb += [free_rd.eq(1), rd_next.eq(~rd)]
                 m.d.sync += xs.eq(X_IDLE)
-        # watchdog: cycles the accelerator made the link wait, against the model's bound
-        with m.If(((xs == X_SCRUB) | (xs == X_DRAIN)) & (wd_count > wd_bound)):
+        # watchdog: cycles the accelerator made the link wait, against the model's bound. The
+        # compare is registered (``wd_over``, a cycle behind the count, so the run ends at
+        # ``bound + 2`` cycles) and only counts in the four states that count: every way into
+        # them passes X_IDLE or X_CCHECK, which clear ``wd_count``, so it is never stale.
+        wd_over = Signal()
+        in_run = Signal()
+        in_scrub = Signal()
+        m.d.comb += [in_scrub.eq((xs == X_SCRUB) | (xs == X_DRAIN)),
+                     in_run.eq((xs == X_INFER) | (xs == X_WAIT))]
+        m.d.sync += wd_over.eq((in_scrub | in_run) & (wd_count > wd_bound))
+        with m.If(in_scrub & wd_over):
             m.d.comb += wd_fire.eq(1)
+            m.d.sync += verified.eq(0)
             x_respond(K_ERROR, E_WATCHDOG)
-        with m.If(((xs == X_INFER) | (xs == X_WAIT)) & (wd_count > wd_bound)):
+        with m.If(in_run & wd_over):
             m.d.comb += wd_fire.eq(1)
             m.d.sync += [verified.eq(0), xr_valid.eq(1), xr_kind.eq(K_ERROR),
                          xr_code.eq(E_WATCHDOG), xr_type.eq(T_INFER),

@@ -320,12 +320,20 @@ def tiny_case(seed, params=PARAMS, sizes=(9, 7, 5), n=3):
     return pm, x, words, run_model(pm, x).numpy()
 
 
-def run_frames(dut, frames, n_answers, seed, gap=300, gaps=None, max_cycles=None):
+def run_frames(dut, frames, n_answers, seed, gap=300, gaps=None, max_cycles=None,
+               trace=None, bad_frames=0):
     """Send ``frames`` (bytes each, ``gap`` cycles or ``gaps[k]`` after frame k), collect
-    ``n_answers`` answer frames."""
+    ``n_answers`` answer frames (and exactly ``bad_frames`` frames with a bad CRC). ``trace``:
+    a list that gets, per cycle, ``(watchdog, accel_rst)`` of the link."""
     rng = random.Random(seed)
     parser = FrameParser()
     got = []
+    done = []
+
+    async def monitor(ctx):
+        while not done:
+            trace.append((ctx.get(dut.link.watchdog), ctx.get(dut.link.accel_rst)))
+            await ctx.tick()
 
     async def host(ctx):
         for k, f in enumerate(frames):
@@ -344,13 +352,16 @@ def run_frames(dut, frames, n_answers, seed, gap=300, gaps=None, max_cycles=None
             cycles += 1
             if valid and ready:
                 got.extend(parser.feed(bytes([byte])))
+        done.append(1)
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     sim.add_testbench(host)
     sim.add_testbench(uart_out)
+    if trace is not None:
+        sim.add_testbench(monitor)
     sim.run()
-    assert parser.bad_frames == 0
+    assert parser.bad_frames == bad_frames
     return got
 
 
@@ -435,6 +446,75 @@ def test_link_busy_and_pipelined():
     assert {101, 102, 103} <= set(res)
     for seq, r in res.items():
         np.testing.assert_array_equal(pm.from_hw_order(r[None])[0], expected[seq - 101])
+
+
+def test_link_watchdog_registered_reset_and_recovery():
+    """A malformed load image (layer 0's first column pointers of PE 0 alternate between the
+    start and the end of the entry memory, so its columns span most of it) written straight to
+    the RTL: the run exceeds the COMMIT's bound and ends in a watchdog error, with the
+    accelerator's reset a register (high for exactly the cycle after the watchdog fires); a
+    later INFER is refused, RESET and a good load recover, and the results are the
+    reference's."""
+    from zeroskip.spec import E_WATCHDOG, MEM_PTR
+    from zeroskip.sw.image import LoadCmd
+
+    pm, x, words, expected = tiny_case(7)
+    p = PARAMS
+
+    def bad_ptr(c):
+        if c.mem == MEM_PTR and c.pe == 0 and 1 <= c.addr <= 8:
+            return LoadCmd(c.mem, c.pe, c.addr, (p.entry_depth - 1) * (c.addr % 2))
+        return c
+    bad = encode_commands(p, [bad_ptr(c) for c in load_commands(pm)])
+    assert sum(a != b for a, b in zip(bad, words)) == 8
+
+    def load(seq, ws, bound):
+        blob = b"".join(int(w).to_bytes(8, "little") for w in ws)
+        frames = [encode_frame(T_LOAD, seq + k, blob[i:i + 64])
+                  for k, i in enumerate(range(0, len(blob), 64))]
+        frames.append(encode_frame(T_COMMIT, seq + len(frames),
+                                   struct.pack("<II", zlib.crc32(blob), bound)))
+        return frames
+
+    bound = 400     # the good model's runs take about 100 cycles, the bad one's thousands
+    f = encode_frame
+    frames = [f(T_RESET, 1), *load(2, bad, bound)]
+    n_bad = len(frames)
+    # every input nonzero: the corrupt columns are all scanned (the watchdog fires), then an
+    # input the unverified board refuses; RESET only after the watchdog
+    frames += [f(T_INFER, 50, bytes([200] * len(x[0]))), f(T_INFER, 51, bytes(x[1])),
+               f(T_RESET, 52), *load(60, words, bound)]
+    n_good = len(frames)
+    frames += [f(T_INFER, 100 + k, bytes(v)) for k, v in enumerate(x)]
+    gaps = [150] * len(frames)
+    gaps[n_bad] = 1500
+    dut = LinkedAccel(PARAMS)
+    trace: list = []
+    # the RESULT frame the watchdog cuts short ends with a bad CRC (the host drops it)
+    got = run_frames(dut, frames, len(frames), 3, gaps=gaps, trace=trace, bad_frames=1,
+                     max_cycles=60_000)
+    assert len(got) == len(frames)
+    # the bad image is accepted: its CRCs are right, its descriptors sane, and COMMIT's run
+    # of zeros skips every column
+    assert got[0] == ack(1, T_RESET)
+    assert got[1:n_bad] == [ack(2 + k, T_LOAD) for k in range(n_bad - 2)] + [
+        ack(n_bad, T_COMMIT)]
+    assert got[n_bad] == error(50, T_INFER, E_WATCHDOG)
+    assert got[n_bad + 1] == error(51, T_INFER, E_NOT_LOADED)
+    assert got[n_bad + 2] == ack(52, T_RESET)
+    assert all(g[0] in (T_LOAD | RESPONSE, T_COMMIT | RESPONSE)
+               for g in got[n_bad + 3:n_good])
+    results = got[n_good:]
+    assert [g[:2] for g in results] == [(T_INFER | RESPONSE, 100 + k) for k in range(len(x))]
+    out = np.array([np.frombuffer(g[2], dtype="<i4") for g in results])
+    np.testing.assert_array_equal(pm.from_hw_order(out), expected)
+    # the accelerator's reset: a one-cycle register pulse after the watchdog's expiry and
+    # after each RESET frame, never in the same cycle as the expiry
+    wd = [t for t, (w, _) in enumerate(trace) if w]
+    rst = [t for t, (_, r) in enumerate(trace) if r]
+    assert len(wd) == 1
+    assert len(rst) == 3 and wd[0] + 1 in rst and wd[0] not in rst   # 2 RESETs, 1 expiry
+    assert all(trace[t + 1][1] == 0 for t in rst)
 
 
 # ---- the board top through its serial pins
