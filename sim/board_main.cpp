@@ -113,7 +113,10 @@ int main(int argc, char** argv) {
     unsigned char buf[4096];
 
     while (!g_stop) {
-        if (to_board.empty() && rx_bit < 0 && gap == 0) {
+        // the host's bytes are read when the line to the board is idle, every 16 cycles (a
+        // byte takes 10 x divisor cycles on the line; a read() per cycle would cost more
+        // than the simulation)
+        if (to_board.empty() && rx_bit < 0 && gap == 0 && (st.cycles & 15) == 0) {
             ssize_t n = read(master, buf, sizeof buf);
             for (ssize_t i = 0; i < n; i++) {
                 st.bytes_in++;

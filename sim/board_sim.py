@@ -11,6 +11,7 @@ bridge can inject faults (:class:`Faults`); :meth:`SimBoard.close` returns their
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import select
@@ -28,7 +29,7 @@ __all__ = ["Faults", "SimBoard", "build_board_sim", "SIM_DIVISOR"]
 SIM_DIVISOR = 8
 _MAIN = Path(__file__).with_name("board_main.cpp")
 _TOP = "zeroskip_board"
-_RECIPE = 1
+_RECIPE = 2
 
 
 @dataclass(frozen=True)
@@ -48,21 +49,35 @@ class Faults:
                 raise ValueError(f"fault probability {k} must be in [0, 1], not {v!r}")
 
 
+def board_sim_key(board: str, divisor: int = SIM_DIVISOR) -> str:
+    """Digest naming one compiled simulated board: the Python files its top's Verilog is made
+    from (:func:`~zeroskip.sim.verilated.hw_source_files` of ``zeroskip.boards.tops``), the
+    bridge's C++ source, the board and the divisor. Reading files only, so a cached simulator
+    starts without converting the top to Verilog again."""
+    import amaranth
+
+    from .verilated import hw_source_files
+
+    h = hashlib.sha256(_digest(_RECIPE, board, divisor, amaranth.__version__).encode())
+    for path in (*hw_source_files("zeroskip.boards.tops"), _MAIN):
+        h.update(b"\0" + path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
 def build_board_sim(board: str, divisor: int = SIM_DIVISOR) -> Path:
     """The simulator executable for ``board`` (compiled once per top and divisor)."""
-    from amaranth.back import verilog
-
-    from ..boards.tops import make_top
-
-    top, _ = make_top(board, divisor=divisor)
-    text = verilog.convert(top, name=_TOP, ports=[top.rx, top.tx, top.led_busy, top.led_error])
-    main = _MAIN.read_text()
-    key = _digest(_RECIPE, text, main)
-    path = sim_build_root() / f"board-{board}-{key[:12]}"
+    path = sim_build_root() / f"board-{board}-{board_sim_key(board, divisor)[:12]}"
     exe = path / "obj" / "zsboard"
     with _locked(path / ".lock"):
         if exe.exists():
             return exe
+        from amaranth.back import verilog
+
+        from ..boards.tops import make_top
+
+        top, _ = make_top(board, divisor=divisor)
+        text = verilog.convert(top, name=_TOP,
+                               ports=[top.rx, top.tx, top.led_busy, top.led_error])
         ensure_verilator()
         path.mkdir(parents=True, exist_ok=True)
         (path / f"{_TOP}.v").write_text(text)
