@@ -1,6 +1,7 @@
 """Build board tops into bitstreams and report what they cost.
 
     python -m zeroskip.boards.build {icebreaker,ulx3s,all} [--no-build] [--build-root DIR]
+                                    [--seed N ...] [--allow-timing-fail]
 
 For each board: wrap the top (see :func:`default_top`) with the PLL clocking of
 :class:`~zeroskip.boards.platforms.PLLClockDomain`, run yosys + nextpnr + the packer through
@@ -274,6 +275,7 @@ def build_board(
     do_build: bool = True,
     build_dir: str | Path | None = None,
     check_timing: bool = True,
+    seed: int | None = None,
 ) -> dict:
     """Elaborate (and with ``do_build``, place, route and pack) a top for ``board``.
 
@@ -283,7 +285,8 @@ def build_board(
     instead of the place-and-route numbers; after a real build it is also written to
     ``<build_dir>/report.json``.
     Raises :class:`BuildError` if the toolchain fails, :class:`TimingError` (after writing the
-    report) if fmax is below the target and ``check_timing``.
+    report) if fmax is below the target and ``check_timing``. ``seed``: nextpnr's placement
+    seed (default: nextpnr's own).
     """
     spec = board if isinstance(board, Board) else get_board(board)
     top_factory = top_factory or default_top
@@ -299,7 +302,8 @@ def build_board(
         "synth_opts": list(spec.synth_opts),
         "script_after_read": collision_free_script(),
         # Timing is checked below, after the report is written, with a clear message.
-        "nextpnr_opts": [*spec.nextpnr_opts, "--report", report_file, "--timing-allow-fail"],
+        "nextpnr_opts": [*spec.nextpnr_opts, *([] if seed is None else ["--seed", str(seed)]),
+                         "--report", report_file, "--timing-allow-fail"],
     }
     result = {
         "board": spec.name,
@@ -307,6 +311,7 @@ def build_board(
         "target_mhz": spec.target_mhz,
         "clock_mhz": clocked.clocking.out_mhz,
         "pll": clocked.clocking.pll["params"],
+        "seed": seed,
         **info,
     }
     result.setdefault("pes", None)
@@ -363,7 +368,7 @@ def _summary(rep: dict) -> str:
     return (
         f"{rep['board']}: {rep['luts']}/{rep['luts_available']} LUT, {rep['dsps']} DSP, "
         f"{rep['brams']} BRAM, fmax {rep['fmax_mhz']} MHz (target {rep['target_mhz']}), "
-        f"pes={rep['pes']}, {rep['seconds']} s -> {rep['bitstream']}"
+        f"pes={rep['pes']}, seed {rep.get('seed')}, {rep['seconds']} s -> {rep['bitstream']}"
     )
 
 
@@ -405,6 +410,13 @@ def main(argv: list[str] | None = None) -> int:
         "(the build directory is then <board>-<N>pe)",
     )
     parser.add_argument(
+        "--seed",
+        type=int,
+        action="append",
+        default=None,
+        help="nextpnr placement seed (repeat for several; each builds into <board>-seed<N>)",
+    )
+    parser.add_argument(
         "--allow-timing-fail",
         action="store_true",
         help="write the report but do not fail when fmax < target",
@@ -416,22 +428,25 @@ def main(argv: list[str] | None = None) -> int:
     boards = list(BOARDS) if args.board == "all" else [args.board]
     failures = []
     for board in boards:
-        name = board if args.pes is None else f"{board}-{args.pes}pe"
-        build_dir = (args.build_root or _repo_root() / "build") / name
-        factory = None if args.pes is None else _pes_top(args.pes)
-        try:
-            rep = build_board(
-                board,
-                factory,
-                do_build=not args.no_build,
-                build_dir=build_dir,
-                check_timing=not args.allow_timing_fail,
-            )
-        except BuildError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            failures.append(board)
-            continue
-        print(_summary(rep), flush=True)
+        for seed in args.seed or [None]:
+            name = board if args.pes is None else f"{board}-{args.pes}pe"
+            name += "" if seed is None else f"-seed{seed}"
+            build_dir = (args.build_root or _repo_root() / "build") / name
+            factory = None if args.pes is None else _pes_top(args.pes)
+            try:
+                rep = build_board(
+                    board,
+                    factory,
+                    do_build=not args.no_build,
+                    build_dir=build_dir,
+                    check_timing=not args.allow_timing_fail,
+                    seed=seed,
+                )
+            except BuildError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                failures.append(name)
+                continue
+            print(_summary(rep), flush=True)
     if failures:
         print(f"error: failed: {', '.join(failures)}", file=sys.stderr)
         return 1
