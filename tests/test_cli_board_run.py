@@ -41,6 +41,20 @@ def test_boards_list_matches_the_board_table():
     assert zeroskip.board_params("ulx3s") == BOARD_PARAMS["ulx3s"]
 
 
+def test_board_class_is_public_and_lazy():
+    """``zeroskip.Board`` / ``zeroskip.BoardError`` are the host driver's, imported on first
+    use only (``import zeroskip`` stays light)."""
+    import subprocess
+    import sys
+    code = ("import sys, zeroskip\n"
+            "assert 'zeroskip.host' not in sys.modules and 'serial' not in sys.modules\n"
+            "from zeroskip.host import Board, BoardError\n"
+            "assert zeroskip.Board is Board and zeroskip.BoardError is BoardError\n"
+            "assert {'Board', 'BoardError'} <= set(zeroskip.__all__) <= set(dir(zeroskip))\n"
+            "assert issubclass(BoardError, zeroskip.ZeroskipError)\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_pack_for_a_board_and_override(models):
     for board in ("icebreaker", "ulx3s"):
         out = models / f"small-{board}.zsk"

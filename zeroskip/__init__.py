@@ -11,8 +11,9 @@ first use so that ``import zeroskip`` stays light)::
     simulate(pm, x, ...) -> SimResult(outputs, counters)                 the Verilated RTL
     fits(pm) -> {board: None or why not};  board_params(board) -> HwParams;  BOARDS
     HwParams, ZeroskipError, FitError
-
-``zeroskip.Board`` (a real board behind the host link) is added here by the host tool.
+    Board(port) -> a board behind the host link: a serial port or "sim:icebreaker" / "sim:ulx3s"
+        .info(), .load(pm), .infer(x) -> outputs, .counters(), .reset(), .close()
+    BoardError                                                           the board refused
 
 Subpackages: :mod:`zeroskip.sw` (compression, quantization, packing, integer reference),
 :mod:`zeroskip.hw` (Amaranth RTL), :mod:`zeroskip.sim` (cocotb/Verilator verification),
@@ -39,7 +40,8 @@ _LAZY = {
     "HwParams": "zeroskip.spec",
     "ZeroskipError": "zeroskip.sw.errors",
     "FitError": "zeroskip.sw.errors",
-    # "Board": the host tool's class for a real board (zeroskip.host), added with it.
+    "Board": "zeroskip.host",
+    "BoardError": "zeroskip.host",
 }
 
 __all__ = ["__version__", *_LAZY]

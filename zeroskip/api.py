@@ -18,8 +18,14 @@ board's (``zeroskip.BOARDS``: ``"icebreaker"``, ``"ulx3s"``). A model is quantiz
 one set of parameters, and runs on hardware built with them. The user guide is
 ``docs/guide.md``.
 
-Running on a real board goes through the host link; its class, ``zeroskip.Board``, belongs to
-the host tool (:mod:`zeroskip.host`) and is exported from the package once that lands.
+Running on a board goes through the host link: ``zeroskip.Board`` (defined in
+:mod:`zeroskip.host`, exported by the package) opens a real board's serial port or the
+simulated board (``Board("sim:icebreaker")``: the board top under Verilator behind a
+pseudo-terminal), loads a packed model, verifies it and runs inputs::
+
+    with zeroskip.Board("sim:icebreaker") as board:
+        board.load(pm)                                         # checked against board.info()
+        y = board.infer(x)                                     # == zeroskip.reference(pm, x)
 """
 
 from __future__ import annotations
