@@ -419,6 +419,14 @@ class HostLink(wiring.Component):
                 with m.If(last_valid & (last_type == x_type) & (last_seq == x_seq)):
                     m.d.sync += [last_done.eq(1), last_code.eq(code)]
 
+        # the model CRC takes each LOAD byte a cycle after the buffer's read port gave it, from
+        # the word register it was shifted into (a block RAM output straight into a register:
+        # on the ECP5 the read port's clock-to-out and the CRC's XOR levels do not fit one
+        # cycle at 100 MHz). X_LOAD shifts a byte every cycle, X_LSEND none, so ``crc_due`` says
+        # that ``word``'s top byte is new.
+        crc_due = reg()
+        with m.If(crc_due):
+            m.d.sync += [model_crc.eq(_crc32_byte(model_crc, word[-8:])), crc_due.eq(0)]
         m.d.comb += self.load.payload.eq(word[:size])
         m.d.comb += self.act_in.payload.eq(Mux(xs == X_SCRUB, 0, bdata))
         ld = self.load.payload
@@ -453,8 +461,7 @@ class HostLink(wiring.Component):
                                              res_complete.eq(0)]
             with m.Case(X_LOAD):
                 m.d.comb += x_idx_next.eq(x_idx + 1)
-                m.d.sync += [word.eq(Cat(word[8:], bdata)),
-                             model_crc.eq(_crc32_byte(model_crc, bdata))]
+                m.d.sync += [word.eq(Cat(word[8:], bdata)), crc_due.eq(1)]
                 with m.If(x_idx[:lb_bits] == LINK_LOAD_BYTES - 1):
                     m.d.sync += xs.eq(X_LSEND)
             with m.Case(X_LSEND):
