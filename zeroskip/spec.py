@@ -545,7 +545,7 @@ class FrameParser:
 
     def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
         self.buf += data
-        out = []
+        out: list[tuple[int, int, bytes]] = []
         while True:
             k = self.buf.find(LINK_SYNC)
             if k < 0:
