@@ -141,8 +141,9 @@ def sim(session: nox.Session) -> None:
 def faults(session: nox.Session) -> None:
     """The 10,000-inference fault-injection run against the simulated iCEBreaker."""
     os.environ["ZEROSKIP_FAULTS_LONG"] = "1"
-    _run(session, "-m", "pytest", "tests/test_board_link.py", "-k", "faults", "-s",
-         *session.posargs)
+    # test_faults_10k is marked slow: only a marker expression naming slow runs it
+    _run(session, "-m", "pytest", "tests/test_board_link.py", "-m", "slow", "-k", "faults_10k",
+         "-s", *session.posargs)
 
 
 @nox.session(venv_backend="none")
