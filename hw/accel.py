@@ -19,7 +19,7 @@ always ready.
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Mux, Shape, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -83,6 +83,8 @@ class Accelerator(wiring.Component):
     # ---- latencies the cycle model (zeroskip/sw/cycles.py) takes from here
     #: the scanner's ``done`` to the registered scan-done the PEs see
     SCAN_DONE_LATENCY = 1
+    #: cycles from the PEs' ``room`` to the broadcast's ready (the registered AND)
+    READY_LATENCY = 1
     #: counted cycles before layer 0's scan (it starts as the last input is taken)
     LAYER_START = 1
     #: counted cycles between layers (the DESC_WAIT and DESC states)
@@ -126,11 +128,15 @@ class Accelerator(wiring.Component):
         skip_zero = Signal(init=1)
         desc_shapes = {DESC_IN: unsigned(abits), DESC_OUT: unsigned(abits),
                        DESC_PTR_BASE: unsigned(p.ptr_addr_bits),
-                       DESC_ROW_BASE: unsigned(p.row_addr_bits), DESC_FLAGS: DESC_FLAGS_WORD,
-                       DESC_HW_LAST: unsigned(abits)}
-        # the geometry fields (signed ones are stored as their low bits)
+                       DESC_ROW_BASE: unsigned(p.row_addr_bits), DESC_FLAGS: DESC_FLAGS_WORD}
+        if p.conv:      # the input map's pixels (the vector scanner's input is a vector)
+            desc_shapes[DESC_HW_LAST] = unsigned(abits)
+        # the geometry fields the scanner has (signed ones are stored as their low bits); the
+        # load words of the others are ignored
         glay = geometry_layout(p)
-        for name, field in DESC_GEOMETRY.items():
+        geom_fields = {name: field for name, field in DESC_GEOMETRY.items()
+                       if name in glay.members}
+        for name, field in geom_fields.items():
             desc_shapes[field] = unsigned(Shape.cast(glay.members[name]).width)
         desc_rd = {}
         layer = Signal(lbits)
@@ -219,10 +225,15 @@ class Accelerator(wiring.Component):
 
         # ---- scanner (hw/scanner.py): reads rows of P activations from the current buffer
         # and broadcasts the nonzero ones to every PE at once (valid = pending & all PEs ready)
+        # The broadcast's ready is a register: the AND of every PE's ``room`` a cycle ago (each
+        # PE then still has a credit, ``PE.CREDIT_SLACK``), so neither the AND over the PEs nor
+        # the wires from them reach the scanner's control or the broadcast's valid
         m.submodules.scanner = scanner = Scanner(p)
-        m.d.comb += [scanner.col.ready.eq(Cat(pe.col.ready for pe in pes).all()),
+        bc_ready = Signal()
+        m.d.sync += bc_ready.eq(Cat(pe.room for pe in pes).all())
+        m.d.comb += [scanner.col.ready.eq(bc_ready),
                      scanner.ptr_base.eq(ptr_base), scanner.skip_zero.eq(skip_zero)]
-        for name, field in DESC_GEOMETRY.items():     # read by the scanner at its start
+        for name, field in geom_fields.items():       # read by the scanner at its start
             f = getattr(scanner.geom, name)
             m.d.comb += (f.as_value() if hasattr(f, "as_value") else f).eq(desc_rd[field])
         # the sub-bank of the row being read (registered with the read, like the data)
@@ -379,7 +390,9 @@ class Accelerator(wiring.Component):
         count(self.skipped_acts, scanner.skipped)
         for i, pe in enumerate(pes):
             count(self.pe_busy[i], pe.issue)
-            count(self.pe_stall[i], scanner.pending & ~pe.col.ready)
+            room_q = Signal(name=f"pe{i}_room_q")      # the PE's part of ``bc_ready``
+            m.d.sync += room_q.eq(pe.room)
+            count(self.pe_stall[i], scanner.pending & ~room_q)
 
         # registered input-count decisions (no compare in the sequencer's or the load port's
         # path): ``loading`` = some inputs of a run are in, ``ld_is_last`` = the next input is
@@ -411,6 +424,10 @@ class Accelerator(wiring.Component):
         in_desc = Signal()
         m.d.comb += scanner.start.eq((in_take & ld_is_last) | in_desc)
 
+        # the loader's next pixel of the input map (none: a vector, or the vector scanner)
+        pix_more = (ld_pix != desc_rd[DESC_HW_LAST]) if p.conv else Const(0)
+        pix_step = desc_rd[DESC_A_KX] if p.conv else Const(0)
+
         # ---- sequencer
         with m.FSM():
             with m.State("IDLE"):
@@ -427,9 +444,8 @@ class Accelerator(wiring.Component):
                     m.d.sync += loading.eq(1)
                     with m.If(~loading):
                         m.d.comb += clear.eq(1)
-                    with m.If(ld_pix != desc_rd[DESC_HW_LAST]):
-                        m.d.sync += [ld_pix.eq(ld_pix + 1),
-                                     ld_addr.eq(ld_addr + desc_rd[DESC_A_KX])]
+                    with m.If(pix_more):
+                        m.d.sync += [ld_pix.eq(ld_pix + 1), ld_addr.eq(ld_addr + pix_step)]
                     with m.Else():       # the channel's last pixel: the next channel
                         m.d.sync += ld_pix.eq(0)
                         with m.If(ld_bank == P - 1):

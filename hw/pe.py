@@ -75,8 +75,13 @@ class PE(wiring.Component):
     -------
     col : ``In(stream.Signature(col_layout))``
         Nonzero activations of the current layer, in column order (the broadcast). ``ready`` is
-        a register: the PE has a credit left (fewer than ``fifo_depth`` columns in its pointer
-        stages and queue).
+        a register: the PE has a credit left (fewer than ``fifo_depth + CREDIT_SLACK`` columns
+        in its pointer stages and queue).
+    room : Out(1)
+        A register: fewer than ``fifo_depth`` columns are in the pointer stages and the queue.
+        The broadcast may send a column in the cycle after ``room`` (the accelerator registers
+        the AND of every PE's ``room``): the column that may have been taken in between fills
+        at most the ``CREDIT_SLACK`` spare credit, so ``ready`` is then still high.
     ld_mem, ld_addr, ld_data, ld_en : In
         Memory writes of the model load (``MEM_PTR``, ``MEM_ENTRY``, ``MEM_BIAS``, ``MEM_RQ``).
     idle : Out(1)
@@ -110,6 +115,9 @@ class PE(wiring.Component):
     """
 
     # ---- latencies the cycle model (zeroskip/sw/cycles.py) takes from here
+    #: credits a PE has beyond ``fifo_depth``: ``room`` (fewer than ``fifo_depth`` columns held)
+    #: is seen by the broadcast a cycle late, so one more column may arrive meanwhile
+    CREDIT_SLACK = 1
     #: cycles from a column's transfer on ``col`` to its pointers registered (P1, P2), where it
     #: is dropped (empty) or queued
     POINTER_LATENCY = 2
@@ -141,6 +149,7 @@ class PE(wiring.Component):
         lanes = params.fin_lanes
         super().__init__({
             "col": In(stream.Signature(col_layout(params))),
+            "room": Out(1),
             "ld_mem": In(3),
             "ld_addr": In(max(params.entry_addr_bits, params.ptr_addr_bits,
                               params.row_addr_bits)),
@@ -232,8 +241,9 @@ class PE(wiring.Component):
         # ---- P1/P2: pointer fetch as a column arrives, before it is queued. P1 is the pointer
         # memory's read, P2 registers its outputs; a column with no entries in this PE is
         # dropped at P2 and never occupies the queue or the entry stage. Nonempty columns go
-        # into the job queue as (start, rem, act).
-        depth = p.fifo_depth
+        # into the job queue as (start, rem, act). The PE holds up to ``depth`` columns
+        # (``fifo_depth`` and the slack credit) in P1, P2 and the queue.
+        depth = p.fifo_depth + self.CREDIT_SLACK
         take = Signal()
         m.d.comb += [
             take.eq(self.col.valid & self.col.ready),
@@ -290,19 +300,22 @@ class PE(wiring.Component):
             m.d.comb += queue.w_en.eq(q_w_en)
 
         # credits: ``pending`` counts the columns taken and not yet dropped or popped (in P1, P2
-        # or the queue), at most ``depth``, so the queue never overflows; ``ready`` is registered
+        # or the queue), at most ``depth``, so the queue never overflows; ``ready`` and ``room``
+        # (one credit more free: what the broadcast looks at, a cycle late) are registered
         pending = Signal(range(depth + 1))
         pending_next = Signal(range(-1, depth + 2))
         drop = Signal()
         pop = Signal()
         ready = Signal()
+        room = Signal()
         # a dropped column returns its credit a cycle later (drop is registered: the empty
         # compare stays out of the credit path)
         m.d.sync += drop.eq(p2_valid & p2_empty)
         m.d.comb += [pop.eq(head_pop | bypass),
                      pending_next.eq(pending + take - drop - pop)]
-        m.d.sync += [pending.eq(pending_next), ready.eq(pending_next < depth)]
-        m.d.comb += self.col.ready.eq(ready)
+        m.d.sync += [pending.eq(pending_next), ready.eq(pending_next < depth),
+                     room.eq(pending_next < depth - self.CREDIT_SLACK)]
+        m.d.comb += [self.col.ready.eq(ready), self.room.eq(room)]
 
         # ---- S2: entry issue. s2_left = entries of the current column still to issue, minus 1
         # (-1: none); s2_has is its sign bit inverted

@@ -58,6 +58,8 @@ def geometry_layout(params: HwParams) -> data.StructLayout:
     abits = params.act_addr_bits
     bbits = max(1, (bank_depth(params) - 1).bit_length())
     cbits = abits + 2
+    if not params.conv:     # the vector scanner (``HwParams.conv`` 0): C and G - 1 only
+        return data.StructLayout({"ch": unsigned(abits), "g_last": unsigned(abits)})
     return data.StructLayout({
         "ch": unsigned(abits),          # C: channels of the input map
         "g_last": unsigned(abits),      # G - 1: channel groups per pixel
@@ -118,10 +120,11 @@ class Scanner(wiring.Component):
     rd_data : ``In(8).array(pes)``
         The banks' read data, bank ``i`` at index ``i``.
     col : ``Out(stream.Signature(col_layout(params)))``
-        The broadcast. ``col.ready`` must be the AND of every PE's ready, and ``col.valid`` is
-        ``pending & col.ready``, so unlike a plain stream, **valid depends on ready**: the
-        broadcast reaches every PE in the same cycle or none. That is fine here because each
-        PE's ready is a register (no combinational loop).
+        The broadcast. ``col.ready`` says every PE can take a column (the accelerator's
+        registered AND of the PEs' ``room``), and ``col.valid`` is ``pending & col.ready``, so
+        unlike a plain stream, **valid depends on ready**: the broadcast reaches every PE in
+        the same cycle or none. That is fine here because ``col.ready`` is a register (no
+        combinational loop), and each PE's own ``col.ready`` is then high.
     pending : ``Out(1)``
         The broadcast register holds a value.
     done : ``Out(1)``
@@ -197,8 +200,11 @@ class Scanner(wiring.Component):
         out_base = Signal(bbits)
         last_pixel = Signal()
         pool_first = Signal()
-        m.d.comb += [self.out_base.eq(out_base), self.last_pixel.eq(last_pixel),
-                     self.pool_first.eq(pool_first)]
+        if p.conv:
+            m.d.comb += [self.out_base.eq(out_base), self.last_pixel.eq(last_pixel),
+                         self.pool_first.eq(pool_first)]
+        else:       # the vector scanner: one pixel, no pooling, output at address 0
+            m.d.comb += [self.out_base.eq(0), self.last_pixel.eq(1), self.pool_first.eq(1)]
 
         # ---- generator state: kernel position (ky, kx), coordinates (Y, X), the address of
         # its group 0 (A) and of its row's kx = 0 (AR); channel group cg (cbase = cg * P); the
@@ -240,6 +246,13 @@ class Scanner(wiring.Component):
         r_move = Signal()
         fetch = Signal()
         in_map = Signal()
+        # registered decisions of the generator, so that no compare sits in its control path:
+        # X and Y inside the map (each set with the coordinate, from the value it takes), and
+        # cg == G - 1
+        x_ok, y_ok, cg_last = Signal(), Signal(), Signal()
+
+        def in_w(x, w):
+            return (x >= 0) & (x < w)
         skip_pos = Signal()
         step = Signal()                    # the generator finishes its current position
         m.d.comb += [scanning.eq(self.enable), all_ready.eq(self.col.ready)]
@@ -252,7 +265,7 @@ class Scanner(wiring.Component):
             with m.If(b_mask[i]):
                 m.d.comb += [first.eq(i), first_bit.eq(1 << i)]
         m.d.comb += [
-            in_map.eq((xcur >= 0) & (xcur < g.map_w) & (ycur >= 0) & (ycur < g.map_h)),
+            in_map.eq((x_ok & y_ok) if p.conv else 1),
             out_free.eq(~sv | all_ready),
             emit.eq(scanning & b_valid & (b_mask != 0) & out_free),
             # B takes a new row when empty, when its row has nothing (left) to emit, or when it
@@ -262,7 +275,7 @@ class Scanner(wiring.Component):
             a_move.eq(scanning & a_valid & (~r_valid | r_move)),
             fetch.eq(scanning & sc_more & in_map & (~a_valid | a_move)),
             skip_pos.eq(scanning & sc_more & ~in_map),
-            step.eq(skip_pos | (fetch & (cg == g.g_last))),
+            step.eq(skip_pos | (fetch & cg_last)),
             scan_done.eq(~a_valid & ~r_valid & ~b_valid & ~sc_more),
         ]
         m.d.comb += [self.rd_addr.eq(sc_addr), self.rd_en.eq(fetch)]
@@ -270,19 +283,26 @@ class Scanner(wiring.Component):
         # the generator: groups, then kx, then ky
         with m.If(fetch & ~step):
             m.d.sync += [cg.eq(cg + 1), cbase.eq(cbase + P), sc_addr.eq(sc_addr + 1),
-                         jbase.eq(jbase + P)]
+                         jbase.eq(jbase + P), cg_last.eq(cg + 1 == g.g_last)]
         with m.If(step):
-            m.d.sync += [cg.eq(0), cbase.eq(0), jt.eq(jt + g.ch), jbase.eq(jt + g.ch)]
-            with m.If(kx != g.kw_last):
-                m.d.sync += [kx.eq(kx + 1), xcur.eq(xcur + 1), acur.eq(acur + g.a_kx),
-                             sc_addr.eq(acur + g.a_kx)]
-            with m.Else():
-                m.d.sync += [kx.eq(0), xcur.eq(xw)]
-                with m.If(ky != g.kh_last):
-                    m.d.sync += [ky.eq(ky + 1), ycur.eq(ycur + 1), arow.eq(arow + g.a_ky),
-                                 acur.eq(arow + g.a_ky), sc_addr.eq(arow + g.a_ky)]
+            m.d.sync += cg_last.eq(g.g_last == 0)
+        if not p.conv:
+            with m.If(step):
+                m.d.sync += sc_more.eq(0)      # the vector scanner: one kernel position
+        else:
+            with m.If(step):
+                m.d.sync += [cg.eq(0), cbase.eq(0), jt.eq(jt + g.ch), jbase.eq(jt + g.ch)]
+                with m.If(kx != g.kw_last):
+                    m.d.sync += [kx.eq(kx + 1), xcur.eq(xcur + 1), acur.eq(acur + g.a_kx),
+                                 sc_addr.eq(acur + g.a_kx), x_ok.eq(in_w(xcur + 1, g.map_w))]
                 with m.Else():
-                    m.d.sync += sc_more.eq(0)
+                    m.d.sync += [kx.eq(0), xcur.eq(xw), x_ok.eq(in_w(xw, g.map_w))]
+                    with m.If(ky != g.kh_last):
+                        m.d.sync += [ky.eq(ky + 1), ycur.eq(ycur + 1), arow.eq(arow + g.a_ky),
+                                     acur.eq(arow + g.a_ky), sc_addr.eq(arow + g.a_ky),
+                                     y_ok.eq(in_w(ycur + 1, g.map_h))]
+                    with m.Else():
+                        m.d.sync += sc_more.eq(0)
 
         with m.If(fetch):
             m.d.sync += [a_valid.eq(1), a_jbase.eq(jbase), a_cbase.eq(cbase)]
@@ -315,18 +335,25 @@ class Scanner(wiring.Component):
             m.d.sync += skipped_now.eq(0)
         m.d.comb += self.skipped.eq(skipped_now)
 
-        def begin_pixel(x, y, a):
-            # the kernel walk of a pixel whose origin is (x, y), address a (last, so it takes
-            # precedence over the generator's own updates)
+        def begin_pixel(x, y, a, geo):
+            # the kernel walk of a pixel whose origin is (x, y), address a, in a map of
+            # geometry ``geo`` (last, so it takes precedence over the generator's own updates)
             m.d.sync += [ky.eq(0), kx.eq(0), cg.eq(0), cbase.eq(0), jt.eq(0), jbase.eq(0),
                          xcur.eq(x), ycur.eq(y), acur.eq(a), arow.eq(a), sc_addr.eq(a),
-                         sc_more.eq(1), a_valid.eq(0), r_valid.eq(0), b_valid.eq(0)]
+                         sc_more.eq(1), a_valid.eq(0), r_valid.eq(0), b_valid.eq(0),
+                         cg_last.eq(geo.g_last == 0)]
+            if p.conv:
+                m.d.sync += [x_ok.eq(in_w(x, geo.map_w)), y_ok.eq(in_w(y, geo.map_h))]
 
         def is_last(w, wl, x, xl, y, yl):
             return (w == wl) & (x == xl) & (y == yl)
 
         # next pixel of the pooling window order; every origin moves by an added step
         gw = self.geom
+        if not p.conv:
+            with m.If(self.start):
+                begin_pixel(0, 0, 0, self.geom)
+            return m
         with m.If(self.start):
             m.d.sync += [py.eq(0), px.eq(0), wy.eq(0), wx.eq(0),
                          xp.eq(gw.c_org), yp.eq(gw.c_org), xw.eq(gw.c_org), yw.eq(gw.c_org),
@@ -334,7 +361,7 @@ class Scanner(wiring.Component):
                          out_base.eq(0), pool_first.eq(1),
                          last_pixel.eq((gw.win_last == 0) & (gw.pw_last == 0)
                                        & (gw.ph_last == 0))]
-            begin_pixel(gw.c_org, gw.c_org, gw.a_org)
+            begin_pixel(gw.c_org, gw.c_org, gw.a_org, gw)
         with m.Elif(self.next):
             nwx, nwy, npx, npy = (Signal(abits, name=f"n{n}") for n in ("wx", "wy", "px", "py"))
             nxw, nyw = Signal(signed(cbits)), Signal(signed(cbits))
@@ -367,5 +394,5 @@ class Scanner(wiring.Component):
                          pool_first.eq((nwx == 0) & (nwy == 0)),
                          last_pixel.eq(is_last(nwx, g.win_last, nwy, g.win_last, npx, g.pw_last)
                                        & (npy == g.ph_last))]
-            begin_pixel(nxw, nyw, naw)
+            begin_pixel(nxw, nyw, naw, g)
         return m

@@ -24,7 +24,7 @@ from ..hw.accel import Accelerator
 from ..hw.pe import PE
 from ..hw.scanner import Scanner
 from ..spec import HwParams
-from .pack import PackedModel, local_rows
+from .pack import PackedModel, local_rows, unsupported_layer
 from .ref import run_model
 
 __all__ = ["LayerCycles", "predict_layer", "predict", "useful_macs", "dense_macs"]
@@ -42,6 +42,7 @@ DROP_DRAIN = PE.DROP_DRAIN_LATENCY          # last column dropped -> drained
 FINAL_LATENCY = PE.FINAL_LATENCY            # F0 of the last row -> the last counted cycle
 NO_ROWS_FINISH = PE.NO_ROWS_FINISH          # a PE without rows: start -> seen done
 SCAN_DONE = Accelerator.SCAN_DONE_LATENCY   # scanner done -> the scan-done the PEs see
+READY_LATENCY = Accelerator.READY_LATENCY   # the PEs' credits -> the broadcast's ready
 LAYER_START = Accelerator.LAYER_START       # counting the last cycle (layer 0's start)
 LAYER_SWITCH = Accelerator.LAYER_SWITCH     # descriptor-wait and descriptor cycles per layer
 PIXEL_SWITCH = Accelerator.PIXEL_SWITCH     # a pixel's last rows written -> next pixel's scan
@@ -119,15 +120,18 @@ def _pixel(steps, counts, P: int, cap: int, rows_q: list[int], lanes: int) -> tu
     work = [0] * P
     push_prev = -10
     scan_end = 0                    # the scanner is done (nothing in G, A, R, B or broadcast)
-    k = 0
     # the fetch pipeline (docs of hw/scanner.py): a row is fetched at F, moves A -> R at M and
     # R -> B at L; G takes one cycle a step, a fetch waits for A to be free
     g_next = 0                      # the cycle the generator processes its next step
     m_prev = l_prev = None
     b_free = 0                      # the cycle the row register (stage B) can load a row
 
-    def credit(q: int, when: int, need: int) -> bool:
-        # the PE's registered ready at ``when``: columns dropped or popped up to when - 1
+    pushes: list[int] = []          # the cycles of the broadcasts so far (increasing)
+
+    def credit(q: int, when: int) -> bool:
+        # the PE's registered ``room`` at ``when``: fewer than ``cap`` columns taken before
+        # ``when`` and not dropped or popped up to when - 1
+        need = bisect_right(pushes, when - 1) - cap + 1
         return need <= 0 or bisect_right(gone[q], when - 1) >= need
 
     for st in steps:
@@ -147,12 +151,11 @@ def _pixel(steps, counts, P: int, cap: int, rows_q: list[int], lanes: int) -> tu
         for j in st:
             e = max(t, push_prev)                      # emitted into the broadcast register
             push = e + SCAN_LATENCY                    # taken by every PE (all have credit)
-            while True:
-                need = k - cap + 1                     # a PE has at most cap columns
-                if all(credit(q, push, need) for q in range(P)):
-                    break
+            # the broadcast's ready: every PE had room READY_LATENCY cycles earlier
+            while not all(credit(q, push - READY_LATENCY) for q in range(P)):
                 push += 1
             push_prev = push
+            pushes.append(push)
             for q in range(P):
                 n = int(counts[q, j])
                 work[q] += n
@@ -164,7 +167,6 @@ def _pixel(steps, counts, P: int, cap: int, rows_q: list[int], lanes: int) -> tu
                 insort(gone[q], done)
                 last_gone[q] = max(last_gone[q], done)
             t = e + 1
-            k += 1
         b_free = t - 1                                 # B loads again as it emits its last
     scan_end = max(scan_end, g_next)                   # the generator's last step
     # every PE finalizes by itself once the scanner is done and it has drained: fin_lanes
@@ -194,6 +196,9 @@ def predict_layer(pm: PackedModel, layer: int, x, skip_zero_acts: bool = True,
     p = hw if hw is not None else pm.params
     if not pm.params.packs_like(p):
         raise ValueError(f"the model was packed for {pm.params}, not for {p}")
+    why = unsupported_layer([pl.q for pl in pm.layers], p)
+    if why is not None:
+        raise ValueError(why)
     pl = pm.layers[layer]
     x = np.asarray(x, dtype=np.int64).reshape(-1)
     P = p.pes

@@ -21,7 +21,8 @@ from .quant import QLayer, QModel
 
 __all__ = ["MAGIC", "VERSION", "PackedLayer", "PackedModel", "pack_layer", "pack_model",
            "balance_rows", "unpack_layer", "write_model", "read_model", "to_bytes",
-           "from_bytes", "save", "load", "check_fits", "local_rows", "FormatError", "FitError",
+           "from_bytes", "save", "load", "check_fits", "unsupported_layer", "local_rows",
+           "FormatError", "FitError",
            "ENC_RELATIVE", "KIND_FC", "KIND_CONV", "FLAG_REQUANT", "SECTIONS_PER_LAYER"]
 
 _ENC_RELATIVE = 0               # the relative-index encoding (modelfile.ENC_RELATIVE)
@@ -300,6 +301,26 @@ def unpack_layer(ptrs, entries, out_features: int, in_features: int, params: HwP
     return w
 
 
+def unsupported_layer(layers: list[QLayer], params: HwParams) -> str | None:
+    """Why hardware built with ``params`` cannot run one of ``layers`` (one line), or ``None``.
+
+    Hardware with the vector scanner (``params.conv`` 0, e.g. the iCEBreaker's) runs only
+    fully-connected layers on vectors: an input map ``(C, 1, 1)`` and no pooling.
+    """
+    if params.conv:
+        return None
+    for i, q in enumerate(layers):
+        g = q.geom
+        c, h, w = g.in_shape
+        what = (f"a convolution (kernel {g.kernel[0]}x{g.kernel[1]})" if g.kind == "conv"
+                else f"a fully-connected layer on a {c}x{h}x{w} map" if (h, w) != (1, 1)
+                else "a pooled layer" if g.pool is not None else None)
+        if what is not None:
+            return (f"layer {i} is {what}, but this hardware has no convolution scanner "
+                    "(conv=0: fully-connected layers on vectors only)")
+    return None
+
+
 def check_fits(layers: list[QLayer], params: HwParams, entries_per_pe=None,
                abs_row_sums=None) -> None:
     """Raise :class:`FitError` naming the limit when the model does not fit ``params``.
@@ -316,6 +337,9 @@ def check_fits(layers: list[QLayer], params: HwParams, entries_per_pe=None,
     """
     if not layers:
         raise FitError("the model has no layers")
+    why = unsupported_layer(layers, params)
+    if why is not None:
+        raise FitError(why)
     if len(layers) > params.max_layers:
         raise FitError(f"{len(layers)} layers exceed max_layers={params.max_layers}")
     P = params.pes

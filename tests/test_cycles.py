@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,3 +104,37 @@ def test_cycle_model_conv_layers_and_cnns():
             assert sum(lc.useful_macs for lc in layers) == c["useful_macs"] == \
                 useful_macs(pm, vec), seed
             assert sum(lc.entries for lc in layers) == c["entries"], seed
+
+
+def test_vector_scanner_runs_fc_models_and_refuses_cnns():
+    """Hardware without the convolution scanner (``conv=0``, the iCEBreaker's): random FC
+    stacks are bit-exact and the model equals its cycle counter; a CNN is refused, with one
+    line naming the layer, by the packer, the cycle model and the simulation driver."""
+    from zeroskip.sim.conv_cases import conv_inputs, random_cnn
+    from zeroskip.sim.verilated import Case, _job
+    from zeroskip.sw.pack import FitError
+    for seed in range(8):
+        rng = np.random.default_rng(3000 + seed)
+        params = HwParams(pes=int(rng.choice([1, 2, 3])), act_depth=64, row_depth=64,
+                          entry_depth=2048, ptr_depth=256, fin_lanes=int(rng.choice([1, 2])),
+                          fifo_depth=int(rng.choice([1, 2, 4])),
+                          mem_out_logic=int(rng.integers(0, 2)), conv=0)
+        sizes = [int(rng.integers(1, 40)) for _ in range(int(rng.integers(2, 4)))]
+        pm = pack_model(random_model(rng, sizes, float(rng.choice([0.1, 0.5, 1.0]))), params)
+        x = random_inputs(rng, 2, sizes[0], float(rng.choice([0.0, 0.3, 1.0])))
+        res = run_pysim(pm, x, dut=Accelerator(params))
+        np.testing.assert_array_equal(res.outputs, run_model(pm, x).numpy())
+        for vec, c in zip(x, res.counters):
+            assert sum(lc.cycles for lc in predict(pm, vec, hw=params)) == c["cycles"], seed
+    rng = np.random.default_rng(7)
+    params = replace(params, act_depth=256)
+    qm = random_cnn(rng, (2, 5, 5), 1, [3], [1.0, 1.0], fc=[4])
+    with pytest.raises(FitError, match=r"^layer 0 is a convolution \(kernel \d+x\d+\), but "
+                       r"this hardware has no convolution scanner \(conv=0"):
+        pack_model(qm, params)
+    pm = pack_model(qm, replace(params, conv=1))
+    x = conv_inputs(rng, 1, (2, 5, 5), 1.0)
+    with pytest.raises(ValueError, match="no convolution scanner"):
+        predict(pm, x[0], hw=params)
+    with pytest.raises(ValueError, match="no convolution scanner"):
+        _job([Case(pm, x, run_model(pm, x).numpy())], params, Path("unused.json"))

@@ -109,6 +109,11 @@ class HwParams:
         accumulate stage). Right for the iCE40, whose block RAM outputs are quick for its
         clock; 0 (default) keeps every memory output straight into a register, as an ECP5
         block RAM needs at 100 MHz. Hardware only.
+    conv : 1 (default): the scanner is the receptive-field address generator (convolutions,
+        pooling, fully-connected layers on any map). 0: a plain vector scanner, without the
+        geometry descriptors, the pixel walk and the pooled write-back, for small FPGAs; it runs
+        only fully-connected layers on vectors (input map ``(C, 1, 1)``, no pooling), and the
+        packer refuses any other layer for it. Hardware only.
 
     Raises
     ------
@@ -129,6 +134,7 @@ class HwParams:
     fifo_depth: int = 16
     fin_lanes: int = 2
     mem_out_logic: int = 0
+    conv: int = 1
 
     def __post_init__(self) -> None:
         def need(cond: bool, msg: str) -> None:
@@ -154,6 +160,7 @@ class HwParams:
         need(self.fin_lanes in (1, 2, 4), f"fin_lanes must be 1, 2 or 4, not {self.fin_lanes}")
         need(self.mem_out_logic in (0, 1),
              f"mem_out_logic must be 0 or 1, not {self.mem_out_logic}")
+        need(self.conv in (0, 1), f"conv must be 0 or 1, not {self.conv}")
 
     # derived widths, used by the RTL
     @property
@@ -193,7 +200,7 @@ class HwParams:
         return asdict(self)
 
     #: fields that describe only the hardware (a model packed for one value runs on any)
-    HARDWARE_ONLY = ("fin_lanes", "mem_out_logic")
+    HARDWARE_ONLY = ("fin_lanes", "mem_out_logic", "conv")
 
     def packs_like(self, other: HwParams) -> bool:
         """Whether a model packed for ``self`` can be loaded into hardware built with ``other``
