@@ -38,7 +38,7 @@ BOARD_PARAMS: dict[str, HwParams] = {
     # a huge bias can overflow them, and the packer refuses such a model with a clear error.
     "icebreaker": HwParams(pes=2, index_bits=6, acc_width=24, entry_depth=1024, ptr_depth=256,
                            row_depth=256, act_depth=256, max_layers=4, fifo_depth=4,
-                           fin_lanes=1, mem_out_logic=1),
+                           fin_lanes=1, mem_out_logic=1, conv=0),
     # 8 PEs, one finalization lane: the largest configuration measured to meet 100 MHz (8 PEs:
     # 107.4 MHz; 8 PEs with fin_lanes=2: 92-93; 12 PEs: 89.5; 20 fits the FPGA but reaches ~58
     # after placement; docs/boards.md). About 9 DP16KD per PE (entries 2, pointers 2 x 2,

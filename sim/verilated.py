@@ -27,7 +27,7 @@ import numpy as np
 from ..spec import HwParams
 from ..sw.cycles import computed_pixels
 from ..sw.image import encode_commands, load_commands
-from ..sw.pack import PackedModel
+from ..sw.pack import PackedModel, unsupported_layer
 from .runner import SimulationFailed, run_cocotb
 
 __all__ = ["Case", "CaseResult", "run_cases", "SimulationFailed", "hw_source_key",
@@ -126,9 +126,13 @@ def _job(cases: list[Case], params: HwParams, result: Path, progress: Path | Non
     out = {"pes": params.pes, "result": str(result), "cases": [],
            "progress": None if progress is None else str(progress)}
     for c in cases:
-        # fin_lanes and mem_out_logic describe the hardware only: a model runs on any of them
+        # fin_lanes, mem_out_logic and conv describe the hardware only: a model runs on any
+        # of them (conv=0 hardware: if it has no conv layer)
         if not c.model.params.packs_like(params):
             raise ValueError(f"case {c.name!r} was packed for {c.model.params}, not {params}")
+        why = unsupported_layer([pl.q for pl in c.model.layers], params)
+        if why is not None:
+            raise ValueError(f"case {c.name!r}: {why}")
         inputs = np.asarray(c.inputs).reshape(len(c.inputs), -1)
         out_f = c.model.layers[-1].q.out_features
         layers = c.model.layers

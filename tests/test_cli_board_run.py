@@ -82,6 +82,25 @@ def test_pack_for_a_board_too_small(models, capsys):
     assert e.value.code == 2
 
 
+def test_pack_a_cnn_for_the_icebreaker_is_refused(tmp_path, capsys):
+    """The iCEBreaker's accelerator has no convolution scanner (``conv=0``): packing a CNN
+    for it fails with one line naming the layer; the ULX3S takes it."""
+    assert BOARD_PARAMS["icebreaker"].conv == 0 and BOARD_PARAMS["ulx3s"].conv == 1
+    torch.manual_seed(2)
+    torch.save(nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(),
+                             nn.Linear(4 * 6 * 6, 10)), tmp_path / "cnn.pt")
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).random((8, 1, 8, 8)))
+    out = tmp_path / "cnn.zsk"
+    args = ["pack", str(tmp_path / "cnn.pt"), "-o", str(out), "--input-shape", "1,8,8",
+            "--calib", str(tmp_path / "calib.npy")]
+    capsys.readouterr()
+    assert main([*args, "--board", "icebreaker"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("zeroskip: error: ") and err.count("\n") == 1, err
+    assert "layer 0 is a convolution" in err and "conv=0" in err and not out.exists()
+    assert main([*args, "--board", "ulx3s"]) == 0 and out.exists()
+
+
 def test_inspect_says_which_boards_fit(models, capsys):
     ice = models / "small-icebreaker.zsk"
     if not ice.exists():

@@ -138,12 +138,14 @@ def board_fit(pm: PackedModel) -> dict[str, dict]:
     from dataclasses import fields
 
     from zeroskip.sw.errors import FitError
-    from zeroskip.sw.pack import pack_model
+    from zeroskip.sw.pack import pack_model, unsupported_layer
     out = {}
     for name in BOARDS:
         bp = board_params(name)
         if pm.params.packs_like(bp):
-            out[name] = {"fits": True, "packed_for_it": True, "differs": {}, "limit": None}
+            why = unsupported_layer([pl.q for pl in pm.layers], bp)
+            out[name] = {"fits": why is None, "packed_for_it": True, "differs": {},
+                         "limit": why}
             continue
         differs = {f.name: [getattr(pm.params, f.name), getattr(bp, f.name)]
                    for f in fields(bp) if f.name not in bp.HARDWARE_ONLY
@@ -164,7 +166,7 @@ def fits(pm: PackedModel) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for name, f in board_fit(pm).items():
         if f["packed_for_it"]:
-            out[name] = None
+            out[name] = None if f["fits"] else f"does not run on it: {f['limit']}"
         else:
             diff = ", ".join(f"{k} {a} vs {b}" for k, (a, b) in f["differs"].items())
             again = "fits once repacked" if f["fits"] else f"does not fit: {f['limit']}"

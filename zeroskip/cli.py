@@ -355,7 +355,8 @@ def _print_board_fit(fit: dict) -> None:
     print("boards:")
     for name, f in fit.items():
         if f["packed_for_it"]:
-            print(f"  {name:<11} fits (packed for it)")
+            print(f"  {name:<11} fits (packed for it)" if f["fits"]
+                  else f"  {name:<11} does not run on it: {f['limit']}")
             continue
         diff = ", ".join(f"{k} {a} vs {b}" for k, (a, b) in f["differs"].items())
         head = f"  {name:<11} not packed for it ({diff})"
@@ -459,7 +460,7 @@ def _read_labels(path: str, n: int) -> np.ndarray:
 
 def cmd_run(args) -> int:
     from zeroskip.sim.verilated import Case, ConsoleProgress, SimulationFailed, run_cases
-    from zeroskip.sw.pack import FitError, pack_model, read_model
+    from zeroskip.sw.pack import FitError, pack_model, read_model, unsupported_layer
     from zeroskip.sw.ref import run_model
     pm = read_model(args.file)
     x = _read_inputs(args.input, pm.layers[0].q.in_size, args.float, pm.input_scale)
@@ -478,6 +479,9 @@ def cmd_run(args) -> int:
             raise CliError(f"{args.file} was not packed for the {args.board}'s accelerator "
                            f"(see zeroskip inspect; repack with zeroskip pack --board "
                            f"{args.board})")
+        why = unsupported_layer([pl.q for pl in pm.layers], hw)
+        if why is not None:
+            raise CliError(f"{args.file} does not run on the {args.board}: {why}")
     exp = run_model(pm, x).numpy()
     cases = [Case(pm, x, exp, name=args.file)]
     if args.compare_dense:
