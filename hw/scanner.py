@@ -229,6 +229,12 @@ class Scanner(wiring.Component):
         b_jbase = Signal(jbits)
         b_data = [Signal(8, name=f"row_data{i}") for i in range(P)]
         b_mask = Signal(P)
+        # registered facts about b_mask (set with it), so that no compare over the mask sits in
+        # the stall chain B -> R -> A -> generator: any position pending, exactly one
+        b_nz, b_one = Signal(), Signal()
+
+        def onehot(v):
+            return (v != 0) & ((v & (v - 1)) == 0)
         sv = Signal()                      # broadcast register: valid, pointer address, value
         sv_ptr = Signal(p.ptr_addr_bits)
         sv_act = Signal(8)
@@ -267,10 +273,10 @@ class Scanner(wiring.Component):
         m.d.comb += [
             in_map.eq((x_ok & y_ok) if p.conv else 1),
             out_free.eq(~sv | all_ready),
-            emit.eq(scanning & b_valid & (b_mask != 0) & out_free),
+            emit.eq(scanning & b_valid & b_nz & out_free),
             # B takes a new row when empty, when its row has nothing (left) to emit, or when it
             # emits its last pending position now
-            b_free.eq(~b_valid | (b_mask == 0) | (emit & (b_mask == first_bit))),
+            b_free.eq(~b_valid | ~b_nz | (emit & b_one)),
             r_move.eq(scanning & r_valid & b_free),
             a_move.eq(scanning & a_valid & (~r_valid | r_move)),
             fetch.eq(scanning & sc_more & in_map & (~a_valid | a_move)),
@@ -314,12 +320,14 @@ class Scanner(wiring.Component):
         with m.Elif(r_move):
             m.d.sync += r_valid.eq(0)
         with m.If(r_move):
-            m.d.sync += [b_valid.eq(1), b_mask.eq(r_mask), b_jbase.eq(r_jbase)]
+            m.d.sync += [b_valid.eq(1), b_mask.eq(r_mask), b_jbase.eq(r_jbase),
+                         b_nz.eq(r_mask != 0), b_one.eq(onehot(r_mask))]
             m.d.sync += [b_data[i].eq(r_data[i]) for i in range(P)]
         with m.Elif(b_free):
-            m.d.sync += [b_valid.eq(0), b_mask.eq(0)]
+            m.d.sync += [b_valid.eq(0), b_mask.eq(0), b_nz.eq(0), b_one.eq(0)]
         with m.Elif(emit):
-            m.d.sync += b_mask.eq(b_mask & ~first_bit)
+            rest = b_mask & ~first_bit
+            m.d.sync += [b_mask.eq(rest), b_nz.eq(rest != 0), b_one.eq(onehot(rest))]
         with m.If(emit):
             m.d.sync += [sv.eq(1), sv_act.eq(Array(b_data)[first]),
                          sv_ptr.eq(ptr_base + b_jbase + first)]
