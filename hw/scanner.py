@@ -362,6 +362,33 @@ class Scanner(wiring.Component):
             with m.If(self.start):
                 begin_pixel(0, 0, 0, self.geom)
             return m
+        # the next pixel's origins and counters (from registers only: ``start`` and ``next``
+        # select among values that are ready, so no adder or compare follows them)
+        nwx, nwy, npx, npy = (Signal(abits, name=f"n{n}") for n in ("wx", "wy", "px", "py"))
+        nxw, nyw = Signal(signed(cbits)), Signal(signed(cbits))
+        naw, nawr = Signal(bbits), Signal(bbits)
+        nxp, nyp = Signal(signed(cbits)), Signal(signed(cbits))
+        nap, napr = Signal(bbits), Signal(bbits)
+        nout = Signal(bbits)
+        m.d.comb += [nwx.eq(wx), nwy.eq(wy), npx.eq(px), npy.eq(py), nxp.eq(xp),
+                     nyp.eq(yp), nap.eq(ap), napr.eq(apr), nout.eq(out_base)]
+        with m.If(wx != g.win_last):
+            m.d.comb += [nwx.eq(wx + 1), nxw.eq(xw + g.c_stride), nyw.eq(yw),
+                         naw.eq(aw + g.a_wx), nawr.eq(awr)]
+        with m.Elif(wy != g.win_last):
+            m.d.comb += [nwx.eq(0), nwy.eq(wy + 1), nxw.eq(xp), nyw.eq(yw + g.c_stride),
+                         naw.eq(awr + g.a_wy), nawr.eq(awr + g.a_wy)]
+        with m.Else():
+            # the next pooled pixel: its window's first conv pixel
+            m.d.comb += [nwx.eq(0), nwy.eq(0), nout.eq(out_base + g.g_out)]
+            with m.If(px != g.pw_last):
+                m.d.comb += [npx.eq(px + 1), nxp.eq(xp + g.c_pstride),
+                             nap.eq(ap + g.a_px)]
+            with m.Else():
+                m.d.comb += [npx.eq(0), npy.eq(py + 1), nxp.eq(g.c_org),
+                             nyp.eq(yp + g.c_pstride), nap.eq(apr + g.a_py),
+                             napr.eq(apr + g.a_py)]
+            m.d.comb += [nxw.eq(nxp), nyw.eq(nyp), naw.eq(nap), nawr.eq(nap)]
         with m.If(self.start):
             m.d.sync += [py.eq(0), px.eq(0), wy.eq(0), wx.eq(0),
                          xp.eq(gw.c_org), yp.eq(gw.c_org), xw.eq(gw.c_org), yw.eq(gw.c_org),
@@ -371,31 +398,6 @@ class Scanner(wiring.Component):
                                        & (gw.ph_last == 0))]
             begin_pixel(gw.c_org, gw.c_org, gw.a_org, gw)
         with m.Elif(self.next):
-            nwx, nwy, npx, npy = (Signal(abits, name=f"n{n}") for n in ("wx", "wy", "px", "py"))
-            nxw, nyw = Signal(signed(cbits)), Signal(signed(cbits))
-            naw, nawr = Signal(bbits), Signal(bbits)
-            nxp, nyp = Signal(signed(cbits)), Signal(signed(cbits))
-            nap, napr = Signal(bbits), Signal(bbits)
-            nout = Signal(bbits)
-            m.d.comb += [nwx.eq(wx), nwy.eq(wy), npx.eq(px), npy.eq(py), nxp.eq(xp),
-                         nyp.eq(yp), nap.eq(ap), napr.eq(apr), nout.eq(out_base)]
-            with m.If(wx != g.win_last):
-                m.d.comb += [nwx.eq(wx + 1), nxw.eq(xw + g.c_stride), nyw.eq(yw),
-                             naw.eq(aw + g.a_wx), nawr.eq(awr)]
-            with m.Elif(wy != g.win_last):
-                m.d.comb += [nwx.eq(0), nwy.eq(wy + 1), nxw.eq(xp), nyw.eq(yw + g.c_stride),
-                             naw.eq(awr + g.a_wy), nawr.eq(awr + g.a_wy)]
-            with m.Else():
-                # the next pooled pixel: its window's first conv pixel
-                m.d.comb += [nwx.eq(0), nwy.eq(0), nout.eq(out_base + g.g_out)]
-                with m.If(px != g.pw_last):
-                    m.d.comb += [npx.eq(px + 1), nxp.eq(xp + g.c_pstride),
-                                 nap.eq(ap + g.a_px)]
-                with m.Else():
-                    m.d.comb += [npx.eq(0), npy.eq(py + 1), nxp.eq(g.c_org),
-                                 nyp.eq(yp + g.c_pstride), nap.eq(apr + g.a_py),
-                                 napr.eq(apr + g.a_py)]
-                m.d.comb += [nxw.eq(nxp), nyw.eq(nyp), naw.eq(nap), nawr.eq(nap)]
             m.d.sync += [wx.eq(nwx), wy.eq(nwy), px.eq(npx), py.eq(npy), xw.eq(nxw),
                          yw.eq(nyw), aw.eq(naw), awr.eq(nawr), xp.eq(nxp), yp.eq(nyp),
                          ap.eq(nap), apr.eq(napr), out_base.eq(nout),
