@@ -254,9 +254,11 @@ class Accelerator(wiring.Component):
         ld_lane = ld_addr[:lb] if lb else 0
         pool_addr = [[None] * L for _ in range(P)]
         for i, pe in enumerate(pes):
-            at = Signal(bbits, name=f"out_at{i}")        # F4b's address
+            # F4b's address, a register (from F4a's row: out_base holds during the pixel's
+            # finalization), so no adder sits before the output banks' read address
+            at = Signal(bbits, name=f"out_at{i}")
             a4 = Signal(bbits, name=f"out_a4{i}")        # F4c's (registered)
-            m.d.comb += at.eq(scanner.out_base + pe.out_row_t)
+            m.d.sync += at.eq(scanner.out_base + pe.out_row_s)
             m.d.sync += a4.eq(at)
             rot_t, rot4 = (at[:lb], a4[:lb]) if lb else (0, 0)
             hi_t, hi4 = at[lb:], a4[lb:]

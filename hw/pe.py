@@ -103,6 +103,8 @@ class PE(wiring.Component):
         ``fin_lanes`` a cycle (F4c): ``out_data[j]`` (when ``out_en[j]``) is local row
         ``out_row + j`` (``out_row`` a multiple of ``fin_lanes``). The accelerator adds the
         pixel's output address and does the pooling's compare-and-keep.
+    out_row_s : Out
+        The local row of F4a (``out_row_t`` a cycle earlier), for a registered output address.
     out_row_t, out_rd : Out
         The same rows a cycle earlier (F4b): ``out_rd`` while any of them is valid (the
         accelerator reads the output bank there for the pooling's compare).
@@ -165,6 +167,7 @@ class PE(wiring.Component):
             "fin_done": Out(1),
             "out_row": Out(row_bits),
             "out_row_t": Out(row_bits),
+            "out_row_s": Out(row_bits),
             "out_rd": Out(1),
             "out_data": Out(8).array(lanes),
             "out_en": Out(lanes),
@@ -538,7 +541,7 @@ class PE(wiring.Component):
                                              rnd[1:9])))
             q4.append(q)
             m.d.comb += [self.out_data[j].eq(q), self.out_en[j].eq(fv4[j] & ~fin_last)]
-        m.d.comb += [self.out_row.eq(l4), self.out_row_t.eq(lt),
+        m.d.comb += [self.out_row.eq(l4), self.out_row_t.eq(lt), self.out_row_s.eq(ls),
                      self.out_rd.eq((fvt != 0) & ~fin_last)]
 
         # fin_done (a register) rises while the last rows are in F4b: the sequencer, which sees
