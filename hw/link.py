@@ -432,12 +432,19 @@ class HostLink(wiring.Component):
         ld = self.load.payload
         dlay = desc_addr_layout(p)
         ld_desc = data.View(dlay, ld.addr[:dlay.size])
+        # registered a cycle after the snoops: they change only in X_LSEND (or at RESET), and
+        # X_CCHECK comes at least LINK_COMMIT_BYTES + 1 cycles later, so these are current there
+        # (the compare chain off a register, not into the executor's decisions: the ULX3S's
+        # critical path at 74 MHz ran from snoop_layers through here into the buffer address)
         sane = Signal()
         out_last = Signal(abits)
-        m.d.comb += [
-            out_last.eq(snoop_out[(snoop_layers - 1)[:lbits]]),
+        out_last_c = Signal(abits)
+        m.d.comb += out_last_c.eq(snoop_out[(snoop_layers - 1)[:lbits]])
+        m.d.sync += [
+            out_last.eq(out_last_c),
             sane.eq((snoop_layers != 0) & (snoop_layers <= p.max_layers) & (snoop_in != 0)
-                    & (snoop_in <= p.act_depth) & (out_last != 0) & (out_last <= p.act_depth)),
+                    & (snoop_in <= p.act_depth) & (out_last_c != 0)
+                    & (out_last_c <= p.act_depth)),
         ]
         with m.Switch(xs):
             with m.Case(X_IDLE):

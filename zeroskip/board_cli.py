@@ -284,6 +284,23 @@ def cmd_infer(args) -> int:
     return 0
 
 
+def _positive(kind):
+    """An argparse type: a number of ``kind`` above zero (a usage error otherwise)."""
+    import argparse
+    import math
+
+    def parse(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not (math.isfinite(v) and v > 0):
+            raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+        return v
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def add_subcommands(sub) -> None:
     """Register ``board`` and its subcommands on the ``zeroskip`` parser."""
     from zeroskip.boards.platforms import BOARDS
@@ -294,8 +311,9 @@ def add_subcommands(sub) -> None:
     def port_args(p):
         p.add_argument("--port", required=True,
                        help="serial port of the board, or sim:icebreaker / sim:ulx3s")
-        p.add_argument("--baud", type=int, default=115200, help="UART rate (default 115200)")
-        p.add_argument("--timeout", type=float, default=None,
+        p.add_argument("--baud", type=_positive(int), default=115200,
+                       help="UART rate (default 115200)")
+        p.add_argument("--timeout", type=_positive(float), default=None,
                        help="seconds before a retry (default 0.5; 0.2 for sim:)")
 
     p = bsub.add_parser("flash", help="write build/<board>/'s bitstream with openFPGALoader")
@@ -322,7 +340,7 @@ def add_subcommands(sub) -> None:
     p.add_argument("--dataset", choices=["digits", "fashion-mnist"],
                    help="use the data set's test split instead of INPUTS")
     p.add_argument("--labels", help=".npy of labels (for the accuracy)")
-    p.add_argument("--limit", type=int, default=None, help="only the first N inputs")
+    p.add_argument("--limit", type=_positive(int), default=None, help="only the first N inputs")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     port_args(p)
     p.set_defaults(func=cmd_infer)

@@ -155,6 +155,12 @@ class Board:
                  retries: int = 10, faults=None, seed: int = 1):
         import serial
 
+        if not isinstance(baud, int) or baud <= 0:
+            raise BoardError(f"baud must be a positive integer, not {baud!r}")
+        if timeout is not None and not timeout > 0:
+            raise BoardError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        if not isinstance(retries, int) or retries < 1:
+            raise BoardError(f"retries must be at least 1, not {retries!r}")
         self.port = port
         self.sim = None
         if port.startswith("sim:"):
@@ -368,6 +374,8 @@ class Board:
         pm = self._model
         if pm is None:
             raise BoardError("no model loaded: call load() first")
+        if not 1 <= window <= 128:
+            raise BoardError(f"window must be 1..128 inputs in flight, not {window}")
         x = np.asarray(x)
         if x.ndim != 2 or x.shape[1] != pm.layers[0].q.in_size:
             raise BoardError(f"inputs must be (N, {pm.layers[0].q.in_size}) codes, "
@@ -376,6 +384,8 @@ class Board:
             raise BoardError("inputs must be uint8 codes (0..255)")
         x = x.astype(np.uint8)
         n, out_f = len(x), pm.layers[-1].q.out_features
+        if n == 0:
+            return pm.from_hw_order(np.zeros((0, out_f), dtype=np.int32))
         results = np.zeros((n, out_f), dtype=np.int32)
         done = np.zeros(n, dtype=bool)
         pending: dict[int, list] = {}    # seq -> [index, tries, deadline]
@@ -390,6 +400,8 @@ class Board:
         while n_done < n:
             while len(pending) < window and nxt < n:
                 seq = self._next_seq()
+                while seq in pending:    # the 8-bit space wraps (a reload's frames use it
+                    seq = self._next_seq()   # too): never two inputs in flight on one seq
                 send(seq, nxt)
                 pending[seq] = [nxt, 1, time.monotonic() + wait]
                 nxt += 1
