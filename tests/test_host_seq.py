@@ -62,8 +62,8 @@ def _board(pm):
     b._parser, b._inbox, b._seq = FrameParser(), deque(), 0
     b._info = {"max_payload": 256, "params": pm.params}
     b._model, b._bound, b.auto_reload = pm, 1000, True
-    b.stats = {"sent": 0, "retries": 0, "timeouts": 0, "bad_frames": 0, "errors": {},
-               "reloads": 0, "stale": 0}
+    b.stats = {"sent": 0, "retries": 0, "timeouts": 0, "bad_frames": 0, "false_syncs": 0,
+               "errors": {}, "reloads": 0, "stale": 0}
     return b
 
 

@@ -298,6 +298,28 @@ def test_frame_parser_resynchronizes():
     assert p.bad_frames >= 2
 
 
+def test_frame_parser_drops_false_sync_announcing_a_long_payload():
+    """Garbage with a sync byte and a plausible length must not hold up the frames behind it:
+    with the expected lengths given, the false header is dropped at once."""
+    result = encode_frame(T_INFER | RESPONSE, 7, bytes(range(40)))
+    ack = encode_frame(T_LOAD | RESPONSE, 8, b"")
+    # sync, the INFER response type, a seq, and a length of 1000 bytes (<= max_len)
+    stream = bytes([0xA5, T_INFER | RESPONSE, 3]) + (1000).to_bytes(2, "little") + result + ack
+    lengths = {T_INFER | RESPONSE: 40, T_LOAD | RESPONSE: 0, T_INFO | RESPONSE: None}
+    p = FrameParser(max_len=4096, lengths=lengths)
+    got = p.feed(stream)
+    assert [(t, s) for t, s, _ in got] == [(T_INFER | RESPONSE, 7), (T_LOAD | RESPONSE, 8)]
+    assert got[0][2] == bytes(range(40)) and p.false_syncs == 1 and not p.buf
+    # an unexpected type is dropped too; INFO's length is free
+    info = encode_frame(T_INFO | RESPONSE, 9, bytes(70))
+    got = p.feed(bytes([0xA5, 0x42, 0, 5, 0]) + info)
+    assert [(t, s, len(pay)) for t, s, pay in got] == [(T_INFO | RESPONSE, 9, 70)]
+    assert p.false_syncs == 2
+    # without the lengths the parser waits for the announced 1000 bytes (the old behaviour)
+    q = FrameParser(max_len=4096)
+    assert q.feed(stream) == [] and len(q.buf) == len(stream)
+
+
 class LinkedAccel(Elaboratable):
     def __init__(self, params, counter_width=16):
         self.accel = Accelerator(params, counter_width=counter_width)

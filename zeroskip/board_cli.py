@@ -277,7 +277,7 @@ def cmd_infer(args) -> int:
             f"{k}={v}" for k, v in counters.items()))
         print(f"  link                   {stats['sent']} frames sent, {stats['retries']} "
               f"retries, {stats['timeouts']} timeouts, {stats['bad_frames']} bad frames, "
-              f"{stats['reloads']} reloads")
+              f"{stats['false_syncs']} false syncs, {stats['reloads']} reloads")
     if not np.all(agree):
         raise _cli_error()(f"the board's outputs differ from the integer reference on "
                            f"{int((~np.all(agree, axis=1)).sum())} of {len(x)} inputs")

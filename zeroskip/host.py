@@ -195,10 +195,11 @@ class Board:
         self._info = None
         self._model: PackedModel | None = None
         self._bound = 0
+        self._expect()
         #: load the model again when the board says it has none (it was reset)
         self.auto_reload = True
-        self.stats = {"sent": 0, "retries": 0, "timeouts": 0, "bad_frames": 0, "errors": {},
-                      "reloads": 0, "stale": 0}
+        self.stats = {"sent": 0, "retries": 0, "timeouts": 0, "bad_frames": 0, "false_syncs": 0,
+                      "errors": {}, "reloads": 0, "stale": 0}
 
     # ---- plumbing
 
@@ -230,11 +231,12 @@ class Board:
             # frames parsed but not yet consumed stay in the inbox (a caller may stop early)
             while self._inbox:
                 yield self._inbox.popleft()
-            bad = self._parser.bad_frames
+            bad, false = self._parser.bad_frames, self._parser.false_syncs
             data = self._ser.read(4096)
             if data:
                 self._inbox.extend(self._parser.feed(data))
             self.stats["bad_frames"] += self._parser.bad_frames - bad
+            self.stats["false_syncs"] += self._parser.false_syncs - false
             if self._inbox:
                 continue
             if time.monotonic() >= deadline:
@@ -246,6 +248,16 @@ class Board:
         and would make the parser wait for bytes that belong to later frames)."""
         self._parser.skipped += len(self._parser.buf)
         self._parser.buf.clear()
+
+    def _expect(self, out_features: int | None = None) -> None:
+        """Tell the parser which frames the board can send now, and their lengths: a false
+        sync byte in garbage is then dropped at once, not waited on until a timeout."""
+        counters = (LINK_WORD_BYTES * link_counter_words(self._info["params"].pes)
+                    if self._info is not None else None)
+        result = LINK_WORD_BYTES * out_features if out_features is not None else None
+        self._parser.lengths = {T_ERROR: 2, T_INFO | RESPONSE: None, T_LOAD | RESPONSE: 0,
+                                T_COMMIT | RESPONSE: 0, T_RESET | RESPONSE: 0,
+                                T_COUNTERS | RESPONSE: counters, T_INFER | RESPONSE: result}
 
     def _wait_time(self, n_bytes: int) -> float:
         return self.timeout + 20 * n_bytes / self.baud
@@ -310,6 +322,7 @@ class Board:
                                  "flash a current bitstream")
             self._info = info
             self._parser.max_len = max(LINK_WORD_BYTES * info["params"].act_depth, len(pay))
+            self._expect()
         return self._info
 
     def reset(self) -> None:
@@ -361,6 +374,7 @@ class Board:
         self._bound = cycle_bound(pm, self.info()["params"])
         self.load_words(encode_commands(pm.params, load_commands(pm)), self._bound)
         self._model = pm
+        self._expect(pm.layers[-1].q.out_features)
 
     def infer(self, x, progress=None, window: int = 2) -> np.ndarray:
         """Run every row of ``x`` (uint8 codes, ``(N, in_size)``: a CNN's whole input map in

@@ -542,12 +542,20 @@ class FrameParser:
     Bytes before a sync byte are skipped; a frame with a bad CRC (or a length above
     ``max_len``) is dropped and counted in ``bad_frames``; after it the parser hunts again from
     the byte after that frame's sync byte, so a false sync inside garbage costs nothing.
+
+    ``lengths``, if given, maps each frame type the receiver expects to its payload length
+    (``None``: any length up to ``max_len``). A header of another type or length is a false
+    sync: it is dropped at once (counted in ``false_syncs``) instead of making the parser wait
+    for a payload that garbage announced, which would hold up the real frames behind it.
     """
 
-    def __init__(self, max_len: int = 0xFFFF):
+    def __init__(self, max_len: int = 0xFFFF,
+                 lengths: dict[int, int | None] | None = None):
         self.buf = bytearray()
         self.max_len = max_len
+        self.lengths = lengths
         self.bad_frames = 0
+        self.false_syncs = 0
         self.skipped = 0
 
     def feed(self, data: bytes) -> list[tuple[int, int, bytes]]:
@@ -569,6 +577,12 @@ class FrameParser:
                 self.bad_frames += 1
                 del self.buf[:1]
                 continue
+            if self.lengths is not None:
+                want = self.lengths.get(self.buf[1], -1)
+                if want == -1 or (want is not None and want != n):
+                    self.false_syncs += 1
+                    del self.buf[:1]
+                    continue
             end = LINK_HEADER_BYTES + n + LINK_CRC_BYTES
             if len(self.buf) < end:
                 return out
