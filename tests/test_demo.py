@@ -113,3 +113,32 @@ def test_bench_loads_a_lenet5_state_dict(tmp_path):
         assert torch.equal(a, b)
     with pytest.raises(ZeroskipError, match="does not match --arch lenet5"):
         lenet5_for_bench(str(tmp_path / "sd.pt"), "lenet5")
+
+
+def test_prune_finetune_distills_from_the_dense_model(monkeypatch):
+    """The demo's fine-tuning learns from the dense model's soft targets (a frozen copy: the
+    teacher's weights are not the pruned ones), and not when ``distill=False``."""
+    from zeroskip import demo as demo_mod
+    from zeroskip.sw import train
+    seen = []
+
+    def fake_train(model, x, y, **kw):
+        seen.append(kw.get("loss_fn"))
+        return model
+
+    monkeypatch.setattr(train, "train", fake_train)
+    torch.manual_seed(0)
+    net = models.digits_cnn()
+    x, y = torch.rand(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    dense_logits = net.eval()(x).detach()
+    demo_mod.prune_finetune(net, x, y, 0.8, epochs=1, progress=False)
+    assert len(seen) == 3 and all(f is not None for f in seen)
+    # one teacher for every step, and it is still the dense model, not the pruned one
+    assert all(f.teacher is seen[0].teacher for f in seen)
+    with torch.no_grad():
+        torch.testing.assert_close(seen[0].teacher(x), dense_logits, rtol=0, atol=0)
+        assert not torch.equal(net(x), dense_logits)
+    seen.clear()
+    demo_mod.prune_finetune(models.digits_cnn(), x, y, 0.8, epochs=1, progress=False,
+                            distill=False)
+    assert seen == [None, None, None]
