@@ -258,6 +258,10 @@ def quantize_model(model, calib_x, params: HwParams | None = None, percentile: f
         last = idx == len(chain) - 1
         o = lay.out_channels
         w2 = lay.weight.reshape(o, -1)
+        for what, t in (("weights", w2), ("bias", lay.bias)):
+            if not bool(torch.isfinite(t).all()):
+                raise QuantError(f"layer {idx} ({lay.name}): its {what} contain NaN or infinite "
+                                 "values (after folding BatchNorm, if any)")
         codes, s_w = quantize_weight(w2, per_channel=lay.relu or not last)
         bias = np.round(lay.bias.numpy() / (s_in * s_w))
         if np.any(np.abs(bias) > lim):

@@ -246,6 +246,29 @@ def test_nan_calibration_and_inputs(saved, packed, tmp_path, cli):
     _one_line(r, "inputs contain NaN or infinite values")
 
 
+@pytest.mark.parametrize("where", ["weight", "bias", "bn"])
+def test_non_finite_weights_are_one_line(saved, tmp_path, cli, where):
+    """A model with a NaN/inf weight or bias (or a BatchNorm that folds into one) is refused,
+    not quantized to zeros with a zero scale."""
+    torch.manual_seed(0)
+    model = digits_mlp(hidden=(32,))
+    with torch.no_grad():
+        if where == "weight":
+            model[1].weight[3, 5] = float("nan")
+        elif where == "bias":
+            model[1].bias[2] = float("inf")
+        else:
+            model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32),
+                                        torch.nn.BatchNorm1d(32), torch.nn.ReLU(),
+                                        torch.nn.Linear(32, 10)).eval()
+            model[2].running_var[4] = -1.0          # sqrt of a negative variance: NaN
+    torch.save(model, tmp_path / "bad.pt")
+    r = cli("pack", tmp_path / "bad.pt", "-o", tmp_path / "m.zsk")
+    what = "bias" if where == "bias" else "weights"
+    _one_line(r, f"layer 0 (1): its {what} contain NaN or infinite values")
+    assert not (tmp_path / "m.zsk").exists()
+
+
 @pytest.mark.parametrize("p", ["200", "0", "-5", "nan"])
 def test_bad_percentile(saved, tmp_path, p, cli):
     r = cli("pack", saved / "model.pt", "-o", tmp_path / "m.zsk", "--percentile", p)
